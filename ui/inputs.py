@@ -1,0 +1,69 @@
+"""Checking what visitors upload before it reaches the sampler, so the message names the actual problem."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+ALIGNED_HINT = ('If the image is already an aligned, centred portrait (like the bundled examples), tick '
+                '"Already an aligned portrait" to skip face detection.')
+SILENCE_PEAK = 1e-3  # below this the "speech" is inaudible: the mouth would not move
+
+
+def face_crop(pipe, image, already_aligned: bool):
+    """(crop the model sees, a one-line note); ``ValueError`` naming what went wrong with the photo."""
+    if image is None:
+        raise ValueError("Please upload a portrait photo.")
+    try:
+        portrait = pipe.prepare_portrait(image, already_aligned=bool(already_aligned))
+    except ValueError as exc:
+        message = str(exc)
+        if not already_aligned and "face" in message.lower():
+            message = f"{message} {ALIGNED_HINT}"
+        raise ValueError(message) from None
+    if already_aligned or portrait.face is None:
+        note = "Used as given (no face detection)."
+    else:
+        note = "Face detected and aligned (FFHQ-style crop)."
+    return portrait.image, note
+
+
+def read_audio(pipe, audio, *, required: bool, allow_silent: bool = False):
+    """``(samples, rate)`` for the pipeline, or None when optional and absent. Refuses empty/corrupt/too long/silent."""
+    if audio is None:
+        if required:
+            raise ValueError("Please upload a speech recording (wav, mp3, flac...).")
+        return None
+    from starcaster.video import load_audio
+
+    samples = np.asarray(load_audio(audio, pipe.sample_rate, pipe.max_audio_seconds), dtype=np.float32)
+    if samples.size == 0:
+        raise ValueError("The audio file is empty.")
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("The audio contains invalid (NaN or infinite) samples.")
+    min_samples = pipe.sample_rate / pipe.fps  # at least one video frame
+    if samples.size < min_samples:
+        raise ValueError(f"The audio is too short ({samples.size / pipe.sample_rate * 1000:.0f} ms): give at least a second.")
+    if not allow_silent and float(np.abs(samples).max()) < SILENCE_PEAK:
+        raise ValueError("The audio is silent: upload a recording with speech in it.")
+    return samples, pipe.sample_rate
+
+
+def read_identity(path):
+    """An identity embedding from an ``.npy`` file (never pickles)."""
+    if path is None:
+        return None
+    if not str(path).lower().endswith(".npy"):
+        raise ValueError(f"The identity embedding must be a .npy file, got {os.path.basename(str(path))!r}.")
+    try:
+        embedding = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"Could not read the identity embedding ({exc}); save it with numpy.save.") from None
+    if embedding.dtype.kind not in "fiu" or embedding.size == 0:
+        raise ValueError("The identity embedding must be a non-empty numeric array.")
+    embedding = np.asarray(embedding, dtype=np.float32).reshape(-1) if embedding.ndim > 1 and 1 in embedding.shape \
+        else np.asarray(embedding, dtype=np.float32)
+    if not np.all(np.isfinite(embedding)):
+        raise ValueError("The identity embedding contains NaN or infinite values.")
+    return embedding

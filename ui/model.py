@@ -1,0 +1,63 @@
+"""The one pipeline every visitor shares: loaded once, lazily, behind a lock.
+
+Handlers run in Gradio's thread pool, so two first requests can arrive together; the lock makes the second wait for
+the first load instead of building a second model. The pipeline never goes into ``gr.State`` (that is per session and
+deep-copied).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+MODEL_ENV = "STARCASTER_MODEL"
+DEFAULT_MODEL = "tiny"
+
+# One queue slot for the model, shared by every tab: generations run one after another whatever tab they come from.
+MODEL_CONCURRENCY_ID = "starcaster-model"
+
+_lock = threading.Lock()
+_pipeline = None
+_pipeline_name: str | None = None
+
+
+def model_name() -> str:
+    """The preset or checkpoint folder the demo serves (``STARCASTER_MODEL``, default ``tiny``)."""
+    return os.environ.get(MODEL_ENV, DEFAULT_MODEL)
+
+
+def get_pipeline(name: str | None = None):
+    """The shared pipeline, loading it on first use (thread-safe)."""
+    global _pipeline, _pipeline_name
+    name = name or model_name()
+    if _pipeline is not None and _pipeline_name == name:
+        return _pipeline
+    with _lock:
+        if _pipeline is None or _pipeline_name != name:
+            from starcaster import load_pipeline  # imported here so building the UI does not pay for torch
+
+            _pipeline = load_pipeline(name)
+            _pipeline_name = name
+    return _pipeline
+
+
+def _spaces_gpu():
+    """``spaces.GPU`` on Hugging Face ZeroGPU; elsewhere a decorator that changes nothing.
+
+    The shim accepts both ``@GPU`` and ``@GPU(duration=...)`` like the real one.
+    """
+    try:
+        import spaces  # noqa: F401  (must be imported before CUDA initialises)
+
+        return spaces.GPU
+    except ImportError:
+
+        def gpu(fn=None, **_kwargs):
+            if fn is None:
+                return lambda f: f
+            return fn
+
+        return gpu
+
+
+GPU = _spaces_gpu()

@@ -1,0 +1,61 @@
+"""Free-viewpoint orbit: a photo + a camera path (+ optional speech) -> the portrait seen from moving viewpoints."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from . import camera_keyframes as ck
+from . import examples
+from .camera_editor import CameraEditor
+from .errors import user_errors
+from .generation import Controls, Outputs, run_stream, sampling_args, wire
+from .inputs import face_crop, read_audio
+from .model import get_pipeline
+from .portrait_tab import preview
+
+
+@user_errors
+def generate(image, audio, camera_json, seconds, already_aligned, seed, randomize, steps, guidance, audio_s,
+             identity_s, camera_s, progress=gr.Progress()):
+    pipe = get_pipeline()
+    face_crop(pipe, image, already_aligned)
+    camera = ck.path_from_json(camera_json)
+    sound = read_audio(pipe, audio, required=False, allow_silent=True)
+    if sound is not None:
+        num_frames = max(1, round(len(sound[0]) / sound[1] * pipe.fps))  # the audio sets the length
+    else:
+        if seconds is None or not 0 < float(seconds) <= pipe.max_audio_seconds:
+            raise ValueError(f"The length must be between 0 and {pipe.max_audio_seconds:g} seconds.")
+        num_frames = max(1, round(float(seconds) * pipe.fps))
+    camera = camera.resample(num_frames)  # the drawn path is stretched over the whole video
+    args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
+    yield from run_stream("orbit", progress, image=image, audio=sound, camera=camera, num_frames=num_frames,
+                          already_aligned=bool(already_aligned), **args)
+
+
+def build() -> None:
+    with gr.Row():
+        with gr.Column():
+            with gr.Row():
+                image = gr.Image(type="filepath", label="Portrait photo", sources=["upload", "clipboard"],
+                                 elem_id="orbit-image", height=256)
+                crop = gr.Image(label="Face crop used", interactive=False, height=256, elem_id="orbit-crop")
+            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)")
+            crop_note = gr.Markdown("")
+            audio = gr.Audio(type="filepath", label="Speech audio (optional: silent orbit without)",
+                             sources=["upload", "microphone"], elem_id="orbit-audio")
+            seconds = gr.Slider(0.5, 10.0, value=3.0, step=0.1, label="Length in seconds (silent orbit; "
+                                "with audio the audio's length is used)", elem_id="orbit-seconds")
+            controls = Controls.build()
+            with gr.Row():
+                button = gr.Button("Render orbit", variant="primary", elem_id="orbit-run")
+                stop = gr.Button("Stop", variant="stop")
+        with gr.Column():
+            editor = CameraEditor(seconds)
+            outputs = Outputs.build(controls.seed, "orbit")
+
+    for trigger in (image.change, aligned.change):
+        trigger(preview, [image, aligned], [crop, crop_note], api_visibility="undocumented")
+    inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs()
+    wire(button, stop, generate, inputs, outputs, api_name="orbit")
+    examples.orbit_examples([image, audio, aligned, editor.json])

@@ -1,0 +1,89 @@
+"""Glue between the pipeline's segments and the browser: chunk files for ``gr.Video(streaming=True)``, one final mp4.
+
+Each segment is 16 frames (0.64 s at 25 fps). Players stall on chunks that short, so segments are buffered until a
+chunk holds at least ``min_chunk_seconds``; the last chunk takes whatever is left. Every chunk carries its own exact
+slice of the audio, the first included: Gradio builds the stream's audio track from the chunks, and a silent first
+chunk makes the whole stream silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+OUTPUT_ROOT = os.path.join(tempfile.gettempdir(), "starcaster-ui")
+
+FALLBACK_NOTE = (
+    "ffmpeg/ffprobe were not found on this machine, so the video is shown when it is finished instead of being "
+    "streamed segment by segment (install ffmpeg to stream)."
+)
+
+
+def can_stream() -> bool:
+    """Gradio probes and re-muxes streamed chunks with the system ffmpeg and ffprobe (imageio-ffmpeg has no ffprobe)."""
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+def new_output_dir() -> str:
+    path = os.path.join(OUTPUT_ROOT, uuid.uuid4().hex)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@dataclass
+class StreamUpdate:
+    """What one finished segment changes in the UI."""
+
+    segment: int  # 1-based, for "segment k of K"
+    num_segments: int
+    chunk: str | None = None  # a new .ts chunk to stream, when enough frames are buffered
+    final: str | None = None  # the complete mp4, on the last update only
+    frames_done: int = 0
+
+
+def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk_seconds: float = 1.0):
+    """Consume the pipeline's segment iterator; yield one :class:`StreamUpdate` per segment.
+
+    Closing this generator (the visitor pressed Stop) closes ``segments`` too, so the sampler stops between segments.
+    """
+    from starcaster.video import write_chunk, write_mp4
+
+    all_frames, all_audio = [], []
+    pending_frames, pending_audio = [], []
+    fps = sample_rate = None
+    with contextlib.closing(segments):
+        for seg in segments:
+            fps, sample_rate = seg.fps, seg.sample_rate
+            frames = np.asarray(seg.frames)
+            audio = _segment_audio(seg, len(frames))
+            all_frames.append(frames)
+            all_audio.append(audio)
+            pending_frames.append(frames)
+            pending_audio.append(audio)
+
+            last = seg.index + 1 >= seg.num_segments
+            update = StreamUpdate(seg.index + 1, seg.num_segments, frames_done=sum(len(f) for f in all_frames))
+            buffered = sum(len(f) for f in pending_frames) / fps
+            if streaming and (buffered >= min_chunk_seconds or last):
+                update.chunk = os.path.join(out_dir, f"chunk_{seg.index:04d}.ts")
+                write_chunk(update.chunk, np.concatenate(pending_frames), fps, np.concatenate(pending_audio), sample_rate)
+                pending_frames, pending_audio = [], []
+            if last:
+                update.final = os.path.join(out_dir, "starcaster.mp4")
+                write_mp4(update.final, np.concatenate(all_frames), fps, np.concatenate(all_audio), sample_rate)
+            yield update
+    if not all_frames:
+        raise ValueError("The model produced no frames: is the audio or the requested length empty?")
+
+
+def _segment_audio(seg, num_frames: int) -> np.ndarray:
+    """The segment's audio; silence of the right length for a silent orbit (players want a steady audio track)."""
+    if seg.audio is None:
+        return np.zeros(int(round(num_frames * seg.sample_rate / seg.fps)), dtype=np.float32)
+    return np.asarray(seg.audio, dtype=np.float32)
