@@ -1,0 +1,110 @@
+"""Command line: ``python -m starcaster {generate,bench}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CAMERA_PRESETS = ("orbit", "sweep", "zoom", "oscillation", "static")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m starcaster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="make a talking-portrait video (mp4 with the audio muxed in)")
+    gen.add_argument("--task", choices=("portrait", "identity", "orbit"), default="portrait")
+    gen.add_argument("--image", help="portrait photo (portrait/orbit; identity unless --identity is given)")
+    gen.add_argument("--audio", help="speech audio (any format ffmpeg reads)")
+    gen.add_argument("--identity", help="identity embedding .npy (identity task)")
+    gen.add_argument("--camera", help=f"camera path JSON, or a preset: {', '.join(CAMERA_PRESETS)} (orbit task)")
+    gen.add_argument("--num-frames", type=int, help="length when there is no audio")
+    gen.add_argument("--aligned", action="store_true", help="the image is already an aligned portrait crop")
+    _common(gen)
+    gen.add_argument("--out", required=True, help="output .mp4")
+
+    bench = sub.add_parser("bench", help="speed and memory of the sampler vs a naive sampler")
+    bench.add_argument("--task", choices=("portrait", "identity", "orbit"), default="portrait")
+    bench.add_argument("--seconds", type=float, default=1.28, help="video length (1.28 s = 2 segments at 25 fps)")
+    bench.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    bench.add_argument("--json", help="also write the report here")
+    _common(bench)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate":
+            _generate(args)
+        else:
+            _bench(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _common(p):
+    p.add_argument("--preset", default="tiny", help="tiny, sd15 or a checkpoint folder")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="default: bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _load(args):
+    import torch
+
+    from .loading import load_pipeline
+
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    return load_pipeline(args.preset, device=args.device, dtype=getattr(torch, dtype))
+
+
+def _camera(arg, pipe):
+    from .conditioning.camera import CameraPath
+
+    if arg is None:
+        return None
+    if arg in CAMERA_PRESETS:
+        return getattr(CameraPath, arg)(int(4 * pipe.fps), fps=pipe.fps)
+    return CameraPath.from_json(Path(arg).read_text())
+
+
+def _generate(args):
+    from .video import VideoWriter
+
+    pipe = _load(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stream = pipe.stream(task=args.task, image=args.image, audio=args.audio, camera=_camera(args.camera, pipe),
+                         identity=args.identity, num_frames=args.num_frames, steps=args.steps,
+                         guidance=args.guidance, seed=args.seed, already_aligned=args.aligned)
+    writer = None
+    for seg in stream:  # each segment goes to the encoder as soon as it exists: memory stays flat for long audio
+        if writer is None:
+            writer = VideoWriter(out, fps=seg.fps, sample_rate=seg.sample_rate)
+        writer.append(seg.frames, audio=seg.audio)
+        print(f"segment {seg.index + 1}/{seg.num_segments}: frames {seg.start_frame}-{seg.start_frame + len(seg.frames) - 1}",
+              flush=True)
+    writer.close()
+    print(f"wrote {out}")
+
+
+def _bench(args):
+    from .eval.benchmark import format_report, run_benchmark
+
+    pipe = _load(args)
+    report = run_benchmark(pipe, task=args.task, seconds=args.seconds, steps=args.steps or pipe.config.steps,
+                           guidance=args.guidance if args.guidance is not None else pipe.config.guidance,
+                           naive=not args.no_naive)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))

@@ -1,0 +1,150 @@
+"""``python -m starcaster bench``: speed and memory of the streaming sampler, against a naive one, in one run.
+
+The naive sampler is the same code with the two savings switched off (SamplerOptions): the reference UNet re-run at
+every denoising step instead of once per segment, and classifier-free guidance as two UNet calls instead of one
+batch. Reporting their ratio from one process on one machine keeps the comparison honest; absolute times are only
+meaningful together with the machine line printed alongside.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from ..conditioning.camera import CameraPath
+from ..pipeline import SamplerOptions
+
+
+@dataclass
+class BenchResult:
+    sampler: str
+    segments: int
+    frames: int
+    seconds: float
+    first_segment_seconds: float
+    seconds_per_segment: float
+    frames_per_second: float
+    realtime_factor: float  # generated seconds of video per wall-clock second
+    peak_memory_mb: float
+
+
+class _PeakRSS:
+    """Peak resident memory of this process while the block runs (CPU), sampled every 20 ms."""
+
+    def __init__(self):
+        import psutil
+
+        self._proc, self._peak, self._stop = psutil.Process(), 0, threading.Event()
+
+    def __enter__(self):
+        self._peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.wait(0.02):
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return self._peak / 2**20
+
+
+def machine_line(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def bench_inputs(pipe, task: str, seconds: float, seed: int = 0):
+    """Deterministic stand-in inputs: a smooth synthetic 'portrait' and a voiced tone with a syllable rhythm."""
+    rng = np.random.default_rng(seed)
+    size = pipe.resolution
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = np.stack([0.6 + 0.3 * xx, 0.5 + 0.2 * yy, 0.4 + 0.1 * xx * yy], -1)
+    image = (np.clip(image + 0.02 * rng.standard_normal(image.shape), 0, 1) * 255).astype(np.uint8)
+    t = np.arange(int(seconds * pipe.sample_rate)) / pipe.sample_rate
+    audio = (0.3 * np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+    kwargs = dict(task=task, image=image, audio=(audio, pipe.sample_rate), already_aligned=True)
+    if task == "orbit":
+        kwargs["camera"] = CameraPath.orbit(int(round(seconds * pipe.fps)), fps=pipe.fps)
+    return kwargs
+
+
+def run_once(pipe, kwargs, steps, guidance, sampler: SamplerOptions, name: str) -> BenchResult:
+    device = pipe.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    frames = segments = 0
+    first = None
+    with _PeakRSS() as rss:
+        sync()
+        start = time.perf_counter()
+        for seg in pipe.stream(steps=steps, guidance=guidance, seed=0, sampler=sampler, **kwargs):
+            sync()
+            if first is None:
+                first = time.perf_counter() - start
+            frames += len(seg.frames)
+            segments += 1
+        sync()
+        total = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss.peak_mb
+    return BenchResult(
+        sampler=name, segments=segments, frames=frames, seconds=total, first_segment_seconds=first,
+        seconds_per_segment=total / segments, frames_per_second=frames / total,
+        realtime_factor=(frames / pipe.fps) / total, peak_memory_mb=peak,
+    )
+
+
+def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, naive=True, warmup=True) -> dict:
+    """Time the fast sampler and (optionally) the naive one on the same inputs; return results and their ratio."""
+    kwargs = bench_inputs(pipe, task, seconds)
+    if warmup:  # first calls pay for lazy initialisation (allocator, kernels); keep them out of the numbers
+        next(iter(pipe.stream(steps=1, guidance=guidance, seed=0, **kwargs)))
+    results = [run_once(pipe, kwargs, steps, guidance, SamplerOptions(), "streaming")]
+    if naive:
+        results.append(run_once(pipe, kwargs, steps, guidance,
+                                SamplerOptions(batch_cfg=False, cache_reference=False), "naive"))
+    report = {
+        "machine": machine_line(pipe.device),
+        "preset": pipe.config.preset,
+        "resolution": pipe.resolution,
+        "dtype": str(pipe.dtype).replace("torch.", ""),
+        "task": task,
+        "steps": steps,
+        "guidance": guidance,
+        "results": [asdict(r) for r in results],
+    }
+    if naive:
+        report["speedup_vs_naive"] = results[1].seconds / results[0].seconds
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"machine: {report['machine']}",
+        f"preset {report['preset']} {report['resolution']}px {report['dtype']}, task {report['task']}, "
+        f"{report['steps']} steps, CFG {report['guidance']}",
+        f"{'sampler':<10} {'segments':>8} {'s/segment':>10} {'frames/s':>9} {'first seg s':>11} "
+        f"{'x realtime':>10} {'peak MB':>9}",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"{r['sampler']:<10} {r['segments']:>8} {r['seconds_per_segment']:>10.2f} {r['frames_per_second']:>9.2f} "
+            f"{r['first_segment_seconds']:>11.2f} {r['realtime_factor']:>10.3f} {r['peak_memory_mb']:>9.0f}"
+        )
+    if "speedup_vs_naive" in report:
+        lines.append(f"streaming sampler is {report['speedup_vs_naive']:.2f}x faster than the naive sampler")
+    return "\n".join(lines)

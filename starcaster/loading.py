@@ -1,0 +1,170 @@
+"""Build a :class:`STARCasterPipeline` from a preset name or a checkpoint folder, and save one back.
+
+Nothing is ever downloaded: every component comes from a subfolder of the checkpoint folder (layout in
+``checkpoints/README.md``), and a missing piece is an error that names the folder and what belongs in it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, MotionAdapter, UNet2DConditionModel
+
+from .conditioning.audio import MelAudioEncoder, Wav2Vec2AudioEncoder
+from .conditioning.identity import Arc2FaceEncoder, ArcFaceEmbedder, TinyFaceEncoder, build_tiny_tokenizer
+from .models import STARCasterConfig, STARCasterModel
+from .pipeline import STARCasterPipeline
+from .presets import PIPELINE_CONFIG_NAME, PipelineConfig, resolve
+
+# Stable Diffusion 1.5's noise schedule with DPM-Solver++ (Supp. B: 25 steps).
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    prediction_type="epsilon", algorithm_type="dpmsolver++", solver_order=2, steps_offset=1,
+)
+
+_WHAT_BELONGS = {
+    "unet": "the Arc2Face UNet (diffusers UNet2DConditionModel: config.json + diffusion_pytorch_model.safetensors)",
+    "vae": "the SD-1.5 VAE (diffusers AutoencoderKL)",
+    "text_encoder": "the Arc2Face ID encoder (transformers CLIPTextModel)",
+    "tokenizer": "the CLIP tokenizer (vocab.json, merges.txt)",
+    "wav2vec2": "facebook/wav2vec2-base-960h",
+    "antelopev2": "insightface's antelopev2 models with Arc2Face's arcface.onnx",
+    "face_encoder": "the tiny face encoder (TinyFaceEncoder)",
+}
+
+
+def load_pipeline(name_or_folder: str | Path = "tiny", device: str | torch.device | None = None,
+                  dtype: torch.dtype | None = None) -> STARCasterPipeline:
+    """``"tiny"``, ``"sd15"`` or a checkpoint folder -> a ready pipeline (on ``device``, default CPU)."""
+    folder, config = resolve(name_or_folder)
+    if config.preset == "tiny" and not (folder / "unet").is_dir():
+        warnings.warn(
+            f"No trained tiny checkpoint in {folder}: building a seeded random-initialised tiny STARCaster. "
+            "Its videos are noise until the model is trained (python -m starcaster train).",
+            stacklevel=2,
+        )
+        pipe = build_random_pipeline(config)
+    else:
+        pipe = _load_folder(folder, config)
+    if device is not None or dtype is not None:
+        pipe.to(device=device, dtype=dtype)
+    return pipe
+
+
+def build_random_pipeline(config: PipelineConfig, seed: int = 0) -> STARCasterPipeline:
+    """A pipeline of the preset's shapes with seeded random weights: the start of training, and of tests."""
+    torch.manual_seed(seed)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    import tempfile
+
+    unet2d = UNet2DConditionModel(**config.unet)
+    vae = AutoencoderKL(**config.vae)
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tiny_tokenizer(tmp)
+        tokenizer = CLIPTokenizer.from_pretrained(tmp)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **config.text_encoder,
+                                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                                pad_token_id=tokenizer.pad_token_id))
+    face_encoder = TinyFaceEncoder(**config.face_encoder)
+    audio_encoder = _audio_encoder(None, config)
+    model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(config, audio_encoder))
+    pipe = STARCasterPipeline(
+        model=model, vae=vae, scheduler=DPMSolverMultistepScheduler(**SCHEDULER_CONFIG),
+        id_encoder=Arc2FaceEncoder(text_encoder, tokenizer), face_embedder=face_encoder,
+        audio_encoder=audio_encoder, config=config, trained=False,
+    )
+    return _eval(pipe)
+
+
+def save_pipeline(pipe: STARCasterPipeline, folder: str | Path) -> Path:
+    """Write every component in its library's own format (safetensors weights) plus the pipeline config."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PIPELINE_CONFIG_NAME).write_text(pipe.config.to_json())
+    pipe.model.reference_unet.save_pretrained(folder / "unet")  # the frozen 2D base, bank processors hold no weights
+    pipe.vae.save_pretrained(folder / "vae")
+    pipe.id_encoder.text_encoder.save_pretrained(folder / "text_encoder")
+    pipe.id_encoder.tokenizer.save_pretrained(folder / "tokenizer")
+    if isinstance(pipe.face_embedder, TinyFaceEncoder):
+        pipe.face_embedder.save_pretrained(folder / "face_encoder")
+    pipe.scheduler.save_pretrained(folder / "scheduler")
+    pipe.model.save_adapters(folder / "starcaster")
+    return folder
+
+
+def _load_folder(folder: Path, config: PipelineConfig) -> STARCasterPipeline:
+    missing = [name for name in _required(config) if not (folder / name).is_dir()]
+    if missing:
+        lines = "\n".join(f"  {folder / name}/  <- {_WHAT_BELONGS[name]}" for name in missing)
+        raise FileNotFoundError(
+            f"The {config.preset} checkpoint folder {folder} is incomplete. Missing:\n{lines}\n"
+            "See checkpoints/README.md for where each comes from."
+        )
+    unet2d = _from_pretrained(UNet2DConditionModel, folder / "unet")
+    vae = _from_pretrained(AutoencoderKL, folder / "vae")
+    id_encoder = Arc2FaceEncoder.from_pretrained(folder)
+    if config.face_embedder == "tiny":
+        face_embedder = _from_pretrained(TinyFaceEncoder, folder / "face_encoder")
+    else:
+        face_embedder = ArcFaceEmbedder(folder / "antelopev2")
+    audio_encoder = _audio_encoder(folder, config)
+    motion_adapter = None
+    if (folder / "motion_adapter").is_dir():
+        motion_adapter = _from_pretrained(MotionAdapter, folder / "motion_adapter")
+    scheduler = DPMSolverMultistepScheduler(**SCHEDULER_CONFIG)
+    if (folder / "scheduler").is_dir():
+        scheduler = DPMSolverMultistepScheduler.from_pretrained(folder / "scheduler")
+
+    capabilities = {"portrait": None, "identity": None, "orbit": None}
+    if (folder / "starcaster").is_dir():
+        model = STARCasterModel.from_pretrained(folder / "starcaster", unet2d, motion_adapter)
+    else:
+        model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(config, audio_encoder), motion_adapter)
+        why = (f"{folder / 'starcaster'} has no trained STARCaster adapters, so the audio, camera and reference "
+               "streams are untrained. Only ID-driven generation without audio (the motion prior) is available.")
+        capabilities = {"portrait": why, "identity": None, "orbit": why}
+        if motion_adapter is None:
+            warnings.warn(f"No motion adapter in {folder / 'motion_adapter'}: frames will not move coherently.")
+    pipe = STARCasterPipeline(model, vae, scheduler, id_encoder, face_embedder, audio_encoder, config,
+                              capabilities=capabilities)
+    return _eval(pipe)
+
+
+def _required(config: PipelineConfig) -> list[str]:
+    names = ["unet", "vae", "text_encoder", "tokenizer"]
+    names.append("face_encoder" if config.face_embedder == "tiny" else "antelopev2")
+    if config.audio_encoder == "wav2vec2":
+        names.append("wav2vec2")
+    return names
+
+
+def _from_pretrained(cls, path: Path):
+    """Load a diffusers model from safetensors only; a truncated or corrupt file is a clear error naming it."""
+    try:
+        return cls.from_pretrained(path, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as e:
+        raise ValueError(f"Could not load {cls.__name__} from {path}: {e}. Is a file missing or truncated?") from None
+
+
+def _audio_encoder(folder: Path | None, config: PipelineConfig):
+    if config.audio_encoder == "mel":
+        return MelAudioEncoder(sample_rate=config.sample_rate)
+    if config.audio_encoder == "wav2vec2":
+        return Wav2Vec2AudioEncoder.from_pretrained(folder / "wav2vec2")
+    raise ValueError(f"Unknown audio encoder {config.audio_encoder!r} in the pipeline config (mel or wav2vec2).")
+
+
+def _starcaster_config(config: PipelineConfig, audio_encoder) -> STARCasterConfig:
+    return STARCasterConfig(feature_dim=audio_encoder.feature_dim, audio_window=2 * config.audio_radius + 1,
+                            **config.starcaster)
+
+
+def _eval(pipe: STARCasterPipeline) -> STARCasterPipeline:
+    for module in (pipe.model, pipe.vae, pipe.id_encoder):
+        module.eval().requires_grad_(False)
+    if isinstance(pipe.face_embedder, torch.nn.Module):
+        pipe.face_embedder.eval().requires_grad_(False)
+    return pipe

@@ -1,0 +1,270 @@
+"""The autoregressive streaming sampler (paper §3.2 "Autoregression", §3.4 "Inference").
+
+A clip is made of segments of N frames. Each segment is denoised with n clean context latents prepended on the frame
+axis (the temporal layers see N + n frames; the context outputs are discarded), while the reference UNet encodes the
+reference image and the context frames ONCE per segment into a feature bank that every denoising step reads. The
+three tasks differ only in which conditioning streams are on:
+
+=========  =========================  ==============================  =====================================
+task       identity tokens            reference + first context        per-frame streams
+=========  =========================  ==============================  =====================================
+portrait   from the photo             the photo, throughout            audio
+identity   from the photo or a .npy   none for segment 0, then the     audio
+                                      last generated frames
+orbit      from the photo             the photo, throughout            camera (+ audio when given)
+=========  =========================  ==============================  =====================================
+
+Classifier-free guidance drops the identity and audio streams (zero audio tokens, empty-prompt identity tokens); the
+reference bank and the camera stream stay on in both halves, because they are structure, not content to amplify.
+Conditional and unconditional rows run as one batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .conditioning.camera import CameraPath
+from .models import StreamScales
+from .pipeline_inputs import PreparedInputs, prepare_inputs
+
+TASKS = ("portrait", "identity", "orbit")
+
+
+@dataclass
+class Segment:
+    """One finished segment, yielded as soon as it is decoded."""
+
+    index: int
+    num_segments: int
+    start_frame: int
+    frames: np.ndarray  # uint8 (F, H, W, 3)
+    audio: np.ndarray  # float32 samples covering exactly these frames (zeros when silent)
+    sample_rate: int
+    fps: float
+
+
+@dataclass
+class Video:
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    audio: np.ndarray
+    sample_rate: int
+    fps: float
+
+    def save(self, path):
+        from .video import write_mp4
+
+        return write_mp4(path, self.frames, self.fps, audio=self.audio, sample_rate=self.sample_rate)
+
+
+@dataclass
+class SamplerOptions:
+    """Switches for the benchmark's naive baseline; the defaults are the fast sampler."""
+
+    batch_cfg: bool = True  # conditional + unconditional rows in one UNet call
+    cache_reference: bool = True  # reference features once per segment, not once per step
+
+
+class STARCasterPipeline:
+    """Holds the components and samples videos. Build it with :func:`starcaster.load_pipeline`."""
+
+    def __init__(self, model, vae, scheduler, id_encoder, face_embedder, audio_encoder, config, capabilities=None,
+                 trained=True):
+        self.model, self.vae, self.scheduler = model, vae, scheduler
+        self.id_encoder, self.face_embedder, self.audio_encoder = id_encoder, face_embedder, audio_encoder
+        self.config = config
+        self.capabilities = capabilities or {task: None for task in TASKS}
+        self.trained = trained
+
+    # -- properties the app reads --------------------------------------------------------------------------------
+    fps = property(lambda self: self.config.fps)
+    sample_rate = property(lambda self: self.config.sample_rate)
+    resolution = property(lambda self: self.config.resolution)
+    segment_frames = property(lambda self: self.config.segment_frames)
+    context_frames = property(lambda self: self.config.context_frames)
+    max_audio_seconds = property(lambda self: self.config.max_audio_seconds)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.unet.parameters()).dtype
+
+    def to(self, device=None, dtype=None):
+        for module in (self.model, self.vae, self.id_encoder):
+            module.to(device=device, dtype=dtype)
+        if isinstance(self.face_embedder, torch.nn.Module):
+            self.face_embedder.to(device=device)
+        return self
+
+    def prepare_portrait(self, image, already_aligned: bool = False):
+        """The FFHQ-style crop the model sees (``.image``) and the detected face (``.face``, None if skipped)."""
+        from .face import prepare_portrait
+
+        return prepare_portrait(image, self.resolution, already_aligned=already_aligned,
+                                detector=getattr(self.face_embedder, "detector", "auto"))
+
+    # -- sampling ------------------------------------------------------------------------------------------------
+
+    def generate(self, **kwargs) -> Video:
+        """All segments of :meth:`stream` joined into one :class:`Video`."""
+        segments = list(self.stream(**kwargs))
+        return Video(
+            frames=np.concatenate([s.frames for s in segments]),
+            audio=np.concatenate([s.audio for s in segments]),
+            sample_rate=self.sample_rate,
+            fps=self.fps,
+        )
+
+    @torch.no_grad()
+    def stream(self, task: str = "portrait", image=None, audio=None, camera: CameraPath | None = None, identity=None,
+               num_frames: int | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
+               strengths: dict | None = None, already_aligned: bool = False,
+               sampler: SamplerOptions = SamplerOptions()) -> Iterator[Segment]:
+        """Yield the video segment by segment. Closing the generator between segments cancels the rest.
+
+        ``image``: path, PIL image or array; ``audio``: path or (samples, rate); ``camera``: a CameraPath (orbit);
+        ``identity``: an identity embedding array instead of a photo (identity task); ``strengths``: per-stream
+        scales ``{"audio", "identity", "camera", "reference"}``.
+        """
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}.")
+        reason = self.capabilities.get(task)
+        if reason:
+            raise ValueError(reason)
+        steps = int(steps if steps is not None else self.config.steps)
+        guidance = float(guidance if guidance is not None else self.config.guidance)
+        if not 1 <= steps <= 200:
+            raise ValueError(f"steps must be between 1 and 200, got {steps}.")
+        if not (math.isfinite(guidance) and 0.0 <= guidance <= 20.0):
+            raise ValueError(f"guidance must be between 0 and 20, got {guidance}.")
+        scales = _scales(strengths)
+        inputs = prepare_inputs(self, task, image=image, audio=audio, camera=camera, identity=identity,
+                                num_frames=num_frames, already_aligned=already_aligned)
+        yield from self._sample(inputs, steps, guidance, seed, scales, sampler)
+
+    def _sample(self, inputs: PreparedInputs, steps, guidance, seed, scales, sampler) -> Iterator[Segment]:
+        cfg = self.config
+        N, n = cfg.segment_frames, cfg.context_frames
+        num_segments = math.ceil(inputs.num_frames / N)
+        generator = torch.Generator("cpu").manual_seed(int(seed))  # noise drawn on CPU: same video on every device
+        use_cfg = guidance != 1.0
+        id_tokens = self._id_tokens(inputs.identity, use_cfg)  # (rows, L, D), unconditional row first
+
+        context = inputs.portrait_latent.repeat(1, 1, n, 1, 1) if inputs.portrait_latent is not None else None
+        for k in range(num_segments):
+            start = k * N
+            valid = min(N, inputs.num_frames - start)
+            # The identity task has no reference for its first segment; later the context frames serve as both.
+            if inputs.portrait_latent is not None:
+                reference = torch.cat([inputs.portrait_latent, context], dim=2)
+            else:
+                reference = context
+            first = start - (context.shape[2] if context is not None else 0)
+            audio_tokens = self._audio_tokens(inputs, first, start + N, use_cfg)
+            camera_tokens = self._camera_tokens(inputs, first, start + N, use_cfg)
+
+            def bank():  # batch 1: one bank serves the conditional and unconditional rows alike
+                return None if reference is None else self.model.encode_reference(reference, id_tokens[-1:])
+
+            cached_bank = bank() if sampler.cache_reference else None
+            latents = torch.randn((1, self.model.unet.config.in_channels, N, *self._latent_hw()),
+                                  generator=generator).to(self.device, self.dtype)
+            scheduler = self.scheduler.__class__.from_config(self.scheduler.config)
+            scheduler.set_timesteps(steps, device=self.device)
+            latents = latents * scheduler.init_noise_sigma
+            for t in scheduler.timesteps:
+                x = latents if context is None else torch.cat([context, latents], dim=2)
+                current_bank = cached_bank if sampler.cache_reference else bank()
+                noise = self._guided_noise(x, t, id_tokens, audio_tokens, camera_tokens, current_bank, scales,
+                                           guidance, use_cfg, sampler.batch_cfg)
+                noise = noise[:, :, x.shape[2] - N:]  # discard the context frames' outputs
+                latents = scheduler.step(noise, t, latents).prev_sample
+
+            frames = self._decode(latents[:, :, :valid])
+            context = self._next_context(latents)
+            yield Segment(
+                index=k, num_segments=num_segments, start_frame=start, frames=frames,
+                audio=inputs.audio_slice(start, valid), sample_rate=self.sample_rate, fps=self.fps,
+            )
+
+    def _next_context(self, latents: torch.Tensor) -> torch.Tensor:
+        """The clean latents of the last n frames seed the next segment (paper §3.2)."""
+        return latents[:, :, -self.config.context_frames:]
+
+    # -- per-segment conditioning ----------------------------------------------------------------------------------
+
+    def _id_tokens(self, embedding, use_cfg):
+        cond = self.id_encoder(embedding.to(self.device, self.dtype))
+        if not use_cfg:
+            return cond
+        return torch.cat([self.id_encoder.unconditional(1).to(cond), cond])
+
+    def _audio_tokens(self, inputs, first, end, use_cfg):
+        """Projected audio tokens for frames [first, end): computed once per segment, zeros for the CFG row."""
+        if inputs.audio_features is None:
+            return None
+        feats = inputs.audio_features(first, end, self.config.audio_radius)  # (F, window, D)
+        tokens = self.model.audio_proj(feats[None].to(self.device, self.dtype))
+        return torch.cat([torch.zeros_like(tokens), tokens]) if use_cfg else tokens
+
+    def _camera_tokens(self, inputs, first, end, use_cfg):
+        if inputs.camera is None:
+            return None
+        index = np.clip(np.arange(first, end), 0, len(inputs.camera) - 1)  # context before frame 0: first camera
+        cams = torch.from_numpy(inputs.camera[index])[None].to(self.device, self.dtype)
+        tokens = self.model.camera_proj(cams)
+        return tokens.expand(2, -1, -1, -1) if use_cfg else tokens
+
+    def _guided_noise(self, x, t, id_tokens, audio_tokens, camera_tokens, bank, scales, guidance, use_cfg, batched):
+        if not use_cfg:
+            return self.model(x, t, id_tokens, audio_tokens, camera_tokens, bank=bank, scales=scales)
+        if batched:
+            rows = x.expand(2, -1, -1, -1, -1)
+            uncond, cond = self.model(rows, t, id_tokens, audio_tokens, camera_tokens, bank=bank, scales=scales).chunk(2)
+        else:  # naive baseline: two UNet calls per step
+            def half(i):
+                pick = (lambda z: None if z is None else z[i:i + 1])
+                return self.model(x, t, id_tokens[i:i + 1], pick(audio_tokens), pick(camera_tokens),
+                                  bank=bank, scales=scales)
+            uncond, cond = half(0), half(1)
+        return uncond + guidance * (cond - uncond)
+
+    def _latent_hw(self):
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return self.resolution // factor, self.resolution // factor
+
+    def encode_image(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W, 3) -> scaled latent (1, C, 1, h, w). Deterministic (the posterior mode)."""
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.device, self.dtype) / 127.5 - 1.0
+        latent = self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
+        return latent[:, :, None]
+
+    def _decode(self, latents, chunk: int = 8) -> np.ndarray:
+        """(1, C, F, h, w) -> uint8 (F, H, W, 3), a few frames at a time to bound VAE memory."""
+        flat = latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor
+        out = []
+        for i in range(0, flat.shape[0], chunk):
+            images = self.vae.decode(flat[i:i + chunk]).sample
+            out.append(((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
+        return torch.cat(out).numpy()
+
+
+def _scales(strengths) -> StreamScales:
+    scales = StreamScales()
+    if not strengths:
+        return scales
+    for name, value in strengths.items():
+        if name not in ("id", "identity", "audio", "camera", "reference"):
+            raise ValueError(f"Unknown stream '{name}' in strengths; use audio, identity, camera or reference.")
+        value = float(value)
+        if not (math.isfinite(value) and 0.0 <= value <= 3.0):
+            raise ValueError(f"Stream strength '{name}' must be between 0 and 3, got {value}.")
+        scales = replace(scales, **{"id" if name == "identity" else name: value})
+    return scales

@@ -1,0 +1,143 @@
+"""Turn what a user hands the pipeline (photo, audio, camera path, identity embedding) into model inputs.
+
+Everything here validates first: bad input is a ValueError a person can act on, raised before any sampling starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .conditioning.camera import CameraPath
+from .video import audio_slice, frame_count, is_silent, load_audio
+
+DEFAULT_SILENT_SECONDS = 4.0  # length of an orbit with neither audio nor a frame count
+
+
+@dataclass
+class PreparedInputs:
+    num_frames: int
+    identity: torch.Tensor  # (1, E) identity embedding
+    portrait: object | None  # face.Portrait: the crop the model sees (shown by the app)
+    portrait_latent: torch.Tensor | None  # (1, C, 1, h, w)
+    audio_features: Callable | None  # (first, end, radius) -> (end - first, 2 * radius + 1, D)
+    camera: np.ndarray | None  # (num_frames, 25)
+    samples: np.ndarray  # the audio (zeros when silent), padded to whole frames
+    sample_rate: int
+    fps: float
+
+    def audio_slice(self, start: int, count: int) -> np.ndarray:
+        return audio_slice(self.samples, self.sample_rate, self.fps, start, count)
+
+
+class SegmentAudioFeatures:
+    """Per-frame audio features computed segment by segment, so memory does not grow with the audio's length.
+
+    Each call encodes only the audio around the requested frames, plus a margin so that context-hungry encoders
+    (wav2vec2's transformer) see the neighbourhood of every frame they describe.
+    """
+
+    def __init__(self, encoder, samples, sample_rate, fps, num_frames, margin_seconds=0.5):
+        self.encoder, self.samples, self.sample_rate, self.fps = encoder, samples, sample_rate, fps
+        self.num_frames = num_frames
+        self.margin = int(round(margin_seconds * fps))
+
+    def __call__(self, first: int, end: int, radius: int) -> torch.Tensor:
+        a = max(0, first - radius - self.margin)
+        b = min(self.num_frames, end + radius + self.margin)
+        local = self.encoder(audio_slice(self.samples, self.sample_rate, self.fps, a, b - a), b - a, self.fps)
+        # Frames before 0 (first segment's context) or past the end reuse the nearest real frame's features.
+        index = np.arange(first, end)[:, None] + np.arange(-radius, radius + 1)[None]
+        index = np.clip(index, 0, self.num_frames - 1) - a
+        return torch.as_tensor(local)[torch.from_numpy(index)]
+
+
+def prepare_inputs(pipe, task, image=None, audio=None, camera=None, identity=None, num_frames=None,
+                   already_aligned=False) -> PreparedInputs:
+    cfg = pipe.config
+    if task in ("portrait", "orbit") and image is None:
+        raise ValueError(f"The {task} task needs a portrait photo.")
+    if task == "identity" and image is None and identity is None:
+        raise ValueError("ID-driven generation needs a photo or an identity embedding (.npy).")
+    if task == "portrait" and audio is None:
+        raise ValueError("Portrait animation is driven by speech: please give an audio file.")
+
+    samples = None
+    if audio is not None:
+        samples = load_audio(audio, sample_rate=cfg.sample_rate, max_seconds=cfg.max_audio_seconds)
+        if is_silent(samples):
+            if task != "orbit":
+                raise ValueError("The audio is silent: there is no speech to drive the lips. Upload speech audio, "
+                                 "or leave the audio empty for a silent video.")
+            samples = None  # an orbit over silence is an orbit without audio
+
+    if num_frames is None:
+        if samples is not None:
+            num_frames = frame_count(len(samples), cfg.sample_rate, cfg.fps)
+        elif camera is not None:
+            num_frames = len(camera)
+        else:
+            num_frames = int(round(DEFAULT_SILENT_SECONDS * cfg.fps))
+    num_frames = int(num_frames)
+    max_frames = int(cfg.max_audio_seconds * cfg.fps)
+    if not 1 <= num_frames <= max_frames:
+        raise ValueError(f"The video must be between 1 and {max_frames} frames long, got {num_frames}.")
+
+    portrait = None
+    if image is not None:
+        portrait = pipe.prepare_portrait(image, already_aligned=already_aligned)
+
+    if identity is not None:
+        embedding = _identity_array(identity, cfg.face_encoder.get("embedding_dim", 512))
+    else:
+        embedding = embed_face(pipe.face_embedder, portrait)
+
+    # The identity task animates a new video of the person, not a copy of the photo: no reference image.
+    portrait_latent = pipe.encode_image(portrait.image) if portrait is not None and task != "identity" else None
+
+    cam = None
+    if task == "orbit":
+        path = camera if camera is not None else CameraPath.orbit(num_frames, fps=cfg.fps)
+        if not isinstance(path, CameraPath):
+            raise ValueError("camera must be a CameraPath (see CameraPath.orbit / CameraPath.from_json).")
+        cam = path.resample(num_frames).vectors()
+
+    total_samples = int(round(num_frames * cfg.sample_rate / cfg.fps))
+    padded = np.zeros(total_samples, dtype=np.float32)
+    features = None
+    if samples is not None:
+        padded[: min(len(samples), total_samples)] = samples[:total_samples]
+        features = SegmentAudioFeatures(pipe.audio_encoder, padded, cfg.sample_rate, cfg.fps, num_frames)
+
+    return PreparedInputs(
+        num_frames=num_frames, identity=embedding, portrait=portrait, portrait_latent=portrait_latent,
+        audio_features=features, camera=cam, samples=padded, sample_rate=cfg.sample_rate, fps=cfg.fps,
+    )
+
+
+def embed_face(face_embedder, portrait) -> torch.Tensor:
+    """(1, E) embedding of the portrait's face: ArcFace for sd15, the tiny face encoder for tiny."""
+    if isinstance(face_embedder, torch.nn.Module):
+        param = next(face_embedder.parameters())
+        x = torch.from_numpy(portrait.image).permute(2, 0, 1)[None].to(param) / 127.5 - 1.0
+        return face_embedder(x).float().cpu()
+    landmarks = None if portrait.face is None else portrait.face.landmarks
+    return torch.from_numpy(np.asarray(face_embedder(portrait.image, landmarks), dtype=np.float32))[None]
+
+
+def _identity_array(identity, expected: int) -> torch.Tensor:
+    if isinstance(identity, (str, Path)):
+        try:
+            identity = np.load(identity, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"Could not read the identity embedding file ({e}); it must be a .npy array.") from None
+    array = np.asarray(identity, dtype=np.float32).reshape(-1) if np.ndim(identity) <= 2 else None
+    if array is None or array.shape != (expected,):
+        raise ValueError(f"An identity embedding must hold {expected} numbers, got shape {np.shape(identity)}.")
+    if not np.all(np.isfinite(array)) or np.linalg.norm(array) < 1e-6:
+        raise ValueError("The identity embedding contains NaN/inf values or is all zeros.")
+    return torch.from_numpy(array)[None]

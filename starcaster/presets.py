@@ -1,0 +1,123 @@
+"""Presets as data: what differs between the full-size ``sd15`` model and the CPU-sized ``tiny`` one.
+
+Both run the same classes and the same sampler; a preset only names sizes and defaults. A checkpoint folder stores
+its preset in ``starcaster_pipeline.json`` so a folder is self-describing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+PIPELINE_CONFIG_NAME = "starcaster_pipeline.json"
+REPO_CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@dataclass
+class PipelineConfig:
+    preset: str
+    resolution: int  # square output frames
+    fps: float = 25.0
+    sample_rate: int = 16_000
+    segment_frames: int = 16  # N (paper §3.4)
+    context_frames: int = 2  # n
+    audio_encoder: str = "mel"  # "mel" (tiny) or "wav2vec2" (sd15)
+    audio_radius: int = 2  # each frame sees +-2 neighbouring frames of audio (Hallo's practice)
+    steps: int = 25  # DPM-Solver++ steps (Supp. B)
+    guidance: float = 3.0  # CFG scale (Supp. B)
+    max_audio_seconds: float = 300.0
+    face_embedder: str = "tiny"  # "tiny" (TinyFaceEncoder) or "arcface" (insightface antelopev2)
+    # Components built when a tiny folder has no trained weights yet (random initialisation, seeded).
+    unet: dict = field(default_factory=dict)
+    vae: dict = field(default_factory=dict)
+    text_encoder: dict = field(default_factory=dict)
+    face_encoder: dict = field(default_factory=dict)
+    starcaster: dict = field(default_factory=dict)  # STARCasterConfig values (audio/camera tokens, LoRA rank, ...)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PipelineConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"Unknown fields {sorted(unknown)} in {PIPELINE_CONFIG_NAME}.")
+        return cls(**data)
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "PipelineConfig":
+        path = Path(folder) / PIPELINE_CONFIG_NAME
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); restore it from the repository.") from None
+
+
+TINY = PipelineConfig(
+    preset="tiny",
+    resolution=128,
+    fps=25.0,
+    audio_encoder="mel",
+    face_embedder="tiny",
+    steps=25,
+    unet=dict(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 128),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=128,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    ),
+    vae=dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(32, 64, 128, 128),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=128,
+    ),
+    text_encoder=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                      max_position_embeddings=77),
+    face_encoder=dict(embedding_dim=64),
+    starcaster=dict(audio_tokens=4, camera_tokens=2, lora_rank=8),
+)
+
+SD15 = PipelineConfig(
+    preset="sd15",
+    resolution=512,
+    fps=25.0,
+    audio_encoder="wav2vec2",
+    face_embedder="arcface",
+    starcaster=dict(audio_tokens=4, camera_tokens=4, lora_rank=64),
+)
+
+PRESETS = {"tiny": TINY, "sd15": SD15}
+
+
+def resolve(name_or_folder: str | Path) -> tuple[Path, PipelineConfig]:
+    """Map ``"tiny"``, ``"sd15"`` or a folder to (folder, config). Folders carry their own config file; a folder
+    without one (public weights laid out as in checkpoints/README.md) is read with the sd15 preset."""
+    name = str(name_or_folder)
+    if name in PRESETS:
+        folder = REPO_CHECKPOINTS / name
+        config = PRESETS[name]
+    else:
+        folder = Path(name_or_folder).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"'{name}' is neither a preset ({', '.join(PRESETS)}) nor a checkpoint folder. "
+                f"See checkpoints/README.md for the layout."
+            )
+        config = SD15
+    if (folder / PIPELINE_CONFIG_NAME).is_file():
+        config = PipelineConfig.from_folder(folder)
+    return folder, config
