@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -119,7 +120,13 @@ def _mono_audio(audio, sample_rate: int) -> np.ndarray:
 
 def _fit_audio(audio: np.ndarray, num_frames: int, fps, sample_rate: int) -> np.ndarray:
     """Exactly the samples of `num_frames` frames: trimmed, or zero-padded past the end."""
-    return audio_slice(audio, sample_rate, fps, 0, num_frames)
+    return _fit(audio, frame_boundary(num_frames, sample_rate, fps))
+
+
+def _fit(audio: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros(length, np.float32)
+    out[: min(length, len(audio))] = audio[:length]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -220,9 +227,10 @@ class VideoWriter:
                 writer.append(segment.frames)
 
     Frames are encoded as they arrive; `close()` adds the audio, trimmed or padded to the frames written, so the
-    result is right however many frames came. Audio may instead be given piece by piece, `append(frames, audio=...)`,
-    e.g. each segment's own slice. Until `close()` returns, `path` does not exist or holds its previous content:
-    the finished file is moved into place in one step.
+    result is right however many frames came. Audio may instead come with each segment, `append(frames, audio=...)`:
+    each piece is fitted to that call's frames, and a call without audio gets silence (a silent orbit segment).
+    Until `close()` returns, `path` does not exist or holds its previous content: the finished file is moved into
+    place in one step. A writer dropped without `close()` kills its ffmpeg and removes its temporary files.
     """
 
     def __init__(self, path, fps, audio=None, sample_rate: int = DEFAULT_SAMPLE_RATE, crf: int = 18):
@@ -234,9 +242,10 @@ class VideoWriter:
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be between 0 (lossless) and 51, got {crf}")
         self._audio = None if audio is None else _mono_audio(audio, self.sample_rate)
-        self._audio_parts: list[np.ndarray] = []
+        self._audio_parts: list[tuple[int, int, np.ndarray]] = []  # (first frame, frames, samples) per append
         self._encoder: _FrameEncoder | None = None
         self._workdir: Path | None = None
+        self._cleanup: weakref.finalize | None = None
         self.num_frames = 0
         self.closed = False
 
@@ -247,12 +256,15 @@ class VideoWriter:
         if audio is not None:
             if self._audio is not None:
                 raise ValueError("Audio was given to VideoWriter(...) already; do not also pass it to append().")
-            self._audio_parts.append(_mono_audio(audio, self.sample_rate))
+            audio = _mono_audio(audio, self.sample_rate)
+        start = self.num_frames
         for frame in _iter_frames(frames):
             if self._encoder is None:
                 self._open(frame)
             self._encoder.write(frame)
             self.num_frames += 1
+        if audio is not None:
+            self._audio_parts.append((start, self.num_frames - start, audio))
         return self.num_frames
 
     def _open(self, first: np.ndarray) -> None:
@@ -260,6 +272,7 @@ class VideoWriter:
         # Beside the output, so the final move is a rename on the same file system.
         self._workdir = Path(tempfile.mkdtemp(prefix=f".{self.path.stem}-", dir=self.path.parent))
         self._encoder = _FrameEncoder(self._workdir / "video.mp4", first, self.fps, self.crf, "mp4", audio=None)
+        self._cleanup = weakref.finalize(self, _discard, self._encoder, self._workdir)
 
     def close(self) -> Path:
         """Finish the video, mux the audio, and move the file to `path`."""
@@ -270,14 +283,27 @@ class VideoWriter:
             raise ValueError(f"No frames were written to {self.path}; a video needs at least one frame.")
         try:
             self._encoder.finish()
-            audio = np.concatenate(self._audio_parts) if self._audio_parts else self._audio
+            audio = self._track()
             video = self._encoder.out
             if audio is not None:
-                video = self._mux(video, _fit_audio(audio, self.num_frames, self.fps, self.sample_rate))
+                video = self._mux(video, audio)
             os.replace(video, self.path)
         finally:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._cleanup()  # the encoder has exited by now; this removes the temporary files
         return self.path
+
+    def _track(self) -> np.ndarray | None:
+        """The audio of all frames written: the whole track, or the per-append pieces each at its own frames."""
+        if self._audio is not None:
+            return _fit_audio(self._audio, self.num_frames, self.fps, self.sample_rate)
+        if not self._audio_parts:
+            return None
+        track = np.zeros(frame_boundary(self.num_frames, self.sample_rate, self.fps), np.float32)
+        for start, count, piece in self._audio_parts:
+            begin = frame_boundary(start, self.sample_rate, self.fps)
+            end = frame_boundary(start + count, self.sample_rate, self.fps)
+            track[begin:end] = _fit(piece, end - begin)
+        return track
 
     def _mux(self, video: Path, audio: np.ndarray) -> Path:
         audio_file = self._workdir / "audio.f32"
@@ -294,10 +320,8 @@ class VideoWriter:
     def abort(self) -> None:
         """Stop without writing `path`."""
         self.closed = True
-        if self._encoder is not None:
-            self._encoder.abort()
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -307,6 +331,11 @@ class VideoWriter:
             self.close()
         else:
             self.abort()  # a half-written video is worse than none
+
+
+def _discard(encoder: _FrameEncoder, workdir: Path) -> None:
+    encoder.abort()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def write_mp4(path, frames, fps, audio=None, sample_rate: int = DEFAULT_SAMPLE_RATE, crf: int = 18) -> Path:

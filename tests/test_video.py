@@ -1,5 +1,6 @@
 """Audio input and video output: decoding user audio, frame alignment, mp4 / streaming-chunk writing, probing."""
 
+import gc
 import re
 import subprocess
 
@@ -256,11 +257,24 @@ def test_video_writer_segments_equal_one_write(tmp_path):
 def test_video_writer_takes_audio_per_segment(tmp_path):
     audio = sine(330, 2.0, SR)
     with VideoWriter(tmp_path / "seg.mp4", 25) as writer:
-        for start in (0, 16):
-            writer.append(talking_frames(16, start=start), audio=audio_slice(audio, SR, 25, start, 16))
+        for start in (0, 16, 32):
+            piece = None if start == 16 else audio_slice(audio, SR, 25, start, 16)  # a silent segment in the middle
+            writer.append(talking_frames(16, start=start), audio=piece)
     info = probe(writer.path)
-    assert info["num_frames"] == 32 and abs(info["audio_duration"] - 32 / 25) < 1 / 25
-    assert abs(peak_hz(decode_audio(writer.path)[: SR], SR) - 330) <= 2
+    assert info["num_frames"] == 48 and abs(info["audio_duration"] - 48 / 25) < 1 / 25
+    sound = decode_audio(writer.path)
+    first, middle, last = (sound[a * 10240 + 1500 : (a + 1) * 10240 - 1500] for a in range(3))
+    assert abs(peak_hz(first, SR) - 330) <= 4 and abs(peak_hz(last, SR) - 330) <= 4
+    assert not is_silent(first) and is_silent(middle) and not is_silent(last)
+
+
+def test_dropped_writer_cleans_up(tmp_path):
+    writer = VideoWriter(tmp_path / "dropped.mp4", 25)
+    writer.append(talking_frames(4))
+    assert len(list(tmp_path.iterdir())) == 1  # its working folder
+    del writer
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_frames_raise_and_leave_nothing(tmp_path):
