@@ -42,6 +42,16 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
+def launch(host: str = "127.0.0.1", port: int | None = None, *, block: bool = True) -> gr.Blocks:
+    """Load the pipeline, build the demo and serve it; ``block=False`` returns at once (tests, notebooks)."""
+    get_pipeline()  # the expensive part, once, before the first visitor arrives
+    os.makedirs(OUTPUT_ROOT, exist_ok=True)
+    demo = build_demo()
+    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_SIZE, allowed_paths=[OUTPUT_ROOT],
+                show_error=True, prevent_thread_lock=not block, quiet=not block)
+    return demo
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="preset (tiny, sd15) or checkpoint folder; env STARCASTER_MODEL")
@@ -50,10 +60,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.model:
         os.environ[MODEL_ENV] = args.model
-    get_pipeline()  # the expensive part, once, before the first visitor arrives
-    os.makedirs(OUTPUT_ROOT, exist_ok=True)
-    build_demo().launch(server_name=args.host, server_port=args.port, max_file_size=MAX_UPLOAD_SIZE,
-                        allowed_paths=[OUTPUT_ROOT], show_error=True)
+    launch(args.host, args.port)
 
 
 if __name__ == "__main__":

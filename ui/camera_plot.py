@@ -12,7 +12,7 @@ import json
 import numpy as np
 
 HEAD_RADII = (0.19, 0.25, 0.21)  # x, y, z: about the tiny world's heads, which fit the +-0.32 image at distance 2.7
-HANDLE_RADIUS = 0.12
+HANDLE_RADIUS = 0.2
 FRUSTUM_DEPTH = 0.45
 MAX_FRUSTA = 8
 PATH_COLOR = "#6c5ce7"
@@ -106,14 +106,15 @@ def figure(path, keyframes: list[dict], revision: int = 0) -> dict:
          "fillcolor": KEY_COLOR, "opacity": 0.85, "line": {"color": "white"}}
         for i, p in enumerate(key_pos)
     ]
-    extent = max(3.2, float(np.abs(pos[:, [0, 2]]).max()) + 0.4)
+    extent = max(3.2, float(np.abs(pos).max()) + 0.4)
     layout = {
         "height": 420, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "showlegend": False,
         "uirevision": "camera-editor",  # keep the user's 3D rotation/zoom across updates
         "meta": {"revision": revision, "num_frames": len(path), "num_keyframes": len(key_frames)},
-        "scene": {"domain": {"x": [0.0, 0.58], "y": [0, 1]}, "aspectmode": "data",
-                  "xaxis": {"title": {"text": "x"}}, "yaxis": {"title": {"text": "y (up)"}},
-                  "zaxis": {"title": {"text": "z (face)"}},
+        "scene": {"domain": {"x": [0.0, 0.58], "y": [0, 1]}, "aspectmode": "cube",
+                  "xaxis": {"title": {"text": "x"}, "range": [-extent, extent]},
+                  "yaxis": {"title": {"text": "y (up)"}, "range": [-extent, extent]},
+                  "zaxis": {"title": {"text": "z (face)"}, "range": [-extent, extent]},
                   "camera": {"eye": {"x": 1.4, "y": 0.9, "z": 1.4}, "up": {"x": 0, "y": 1, "z": 0}}},
         "xaxis": {"domain": [0.64, 1.0], "range": [-extent, extent], "zeroline": False, "title": {"text": "x"}},
         "yaxis": {"domain": [0.05, 0.95], "range": [-extent, extent], "scaleanchor": "x", "zeroline": False,

@@ -57,7 +57,7 @@ class Outputs:
                          elem_id=f"{elem_prefix}-video")
         if not streaming:
             gr.Markdown(f"*{FALLBACK_NOTE}*")
-        download = gr.File(label="Download the complete mp4", interactive=False, elem_id=f"{elem_prefix}-mp4")
+        download = gr.File(label="Download the complete mp4", interactive=False, elem_id=f"{elem_prefix}-mp4", height=90)
         status = gr.Markdown("", elem_id=f"{elem_prefix}-status")
         return cls(video, download, status, seed)
 
