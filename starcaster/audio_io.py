@@ -39,6 +39,12 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def ffmpeg_path(path) -> str:
+    """A local path as ffmpeg must read it: `file:` first, so a name like `take:2.wav` or `http:x` is never taken for
+    a protocol (and nothing is ever fetched from a network)."""
+    return f"file:{Path(path)}"
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------------------------------
@@ -109,7 +115,7 @@ def _decode_file(path: Path, sample_rate: int, max_seconds: float) -> tuple[np.n
     cmd = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats",
         "-t", f"{max_seconds + _DECODE_MARGIN_S:.3f}",  # input option: stop reading here, never decode an hour first
-        "-i", str(path),
+        "-i", ffmpeg_path(path),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         # Average the channels: ffmpeg's default downmix adds them at -3 dB each, which overshoots 1.0 for stereo.
         "-ac", "1", "-rematrix_maxval", "1.0", "-ar", str(sample_rate),

@@ -33,6 +33,7 @@ from .audio_io import (
     _parse_duration,
     audio_slice,
     ffmpeg_exe,
+    ffmpeg_path,
     frame_boundary,
     frame_count,
     is_silent,
@@ -150,7 +151,7 @@ def _container_args(container: str) -> list[str]:
 
 
 def _raw_audio_input(audio_file: Path, sample_rate: int) -> list[str]:
-    return ["-f", "f32le", "-ar", str(sample_rate), "-ch_layout", "mono", "-i", str(audio_file)]
+    return ["-f", "f32le", "-ar", str(sample_rate), "-ch_layout", "mono", "-i", ffmpeg_path(audio_file)]
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -174,7 +175,7 @@ class _FrameEncoder:
         ]  # fmt: skip
         if audio is not None:
             cmd += _raw_audio_input(*audio) + ["-map", "0:v:0", "-map", "1:a:0"] + _AAC
-        cmd += _H264 + ["-crf", str(int(crf))] + _container_args(container) + [str(out)]
+        cmd += _H264 + ["-crf", str(int(crf))] + _container_args(container) + [ffmpeg_path(out)]
         self._process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
 
     def write(self, frame: np.ndarray) -> None:
@@ -310,9 +311,9 @@ class VideoWriter:
         audio.astype("<f4").tofile(audio_file)
         out = self._workdir / "muxed.mp4"
         cmd = [
-            ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y", "-i", str(video),
+            ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y", "-i", ffmpeg_path(video),
             *_raw_audio_input(audio_file, self.sample_rate),
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *_AAC, *_container_args("mp4"), str(out),
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *_AAC, *_container_args("mp4"), ffmpeg_path(out),
         ]  # fmt: skip
         _run(cmd, f"adding the audio to {self.path.name}")
         return out
@@ -397,7 +398,8 @@ def probe(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"No video file at {str(path)!r}")
-    header = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True, check=False)
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_path(path)]
+    header = subprocess.run(command, capture_output=True, check=False)  # exits 1 (no output given) after the header
     log = header.stderr.decode("utf-8", errors="replace")
     if "Input #0" not in log:
         raise ValueError(f"Could not read {str(path)!r} as a media file: {log.strip()[-300:]}")
@@ -435,7 +437,7 @@ def probe(path) -> dict:
 
 
 def _decode(path: Path, output_args: list[str]) -> bytes:
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), *output_args, "pipe:1"]
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", ffmpeg_path(path), *output_args, "pipe:1"]
     result = subprocess.run(cmd, capture_output=True, check=False)
     if result.returncode != 0:
         raise ValueError(f"Could not decode {str(path)!r}: {result.stderr.decode(errors='replace').strip()[-300:]}")

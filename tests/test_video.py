@@ -3,6 +3,7 @@
 import gc
 import re
 import subprocess
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -101,13 +102,15 @@ def test_tuple_inputs_any_layout_and_order():
     assert np.abs(loud).max() == pytest.approx(1.0, abs=0.03) and abs(peak_hz(loud, SR) - 300) <= 2
 
 
-@pytest.mark.parametrize("suffix, codec", [(".mp3", "libmp3lame"), (".m4a", "aac")])
+@pytest.mark.parametrize(
+    "suffix, codec", [(".mp3", "libmp3lame"), (".m4a", "aac"), (".ogg", "libvorbis"), (".flac", "flac")]
+)
 def test_compressed_files_decode(tmp_path, suffix, codec):
     src = tmp_path / "tone.wav"
     scipy.io.wavfile.write(src, 22_050, sine(500, 1.0, 22_050))
-    ffmpeg("-i", src, "-c:a", codec, tmp_path / f"tone{suffix}")
+    ffmpeg("-i", src, "-c:a", codec, tmp_path / f"take:1{suffix}")  # a colon, which ffmpeg reads as a protocol
 
-    audio = load_audio(tmp_path / f"tone{suffix}")
+    audio = load_audio(tmp_path / f"take:1{suffix}")
 
     assert abs(len(audio) / SR - 1.0) < 0.06  # codec frame padding only
     assert abs(peak_hz(audio, SR) - 500) <= 2
@@ -228,6 +231,7 @@ def test_write_mp4_probe(tmp_path, audio_seconds):
     assert np.abs(decode_frames(path).astype(int) - frames).mean() < 3  # colours survive the yuv round trip
     sound = decode_audio(path)
     assert abs(peak_hz(sound[: int(0.25 * SR)], SR) - 440) <= 8
+    assert abs(peak_hz(load_audio(path)[: int(0.25 * SR)], SR) - 440) <= 8  # a video with sound is valid audio input
 
 
 def test_write_mp4_without_audio_pads_odd_sizes_and_takes_fractional_fps(tmp_path):
@@ -287,6 +291,26 @@ def test_bad_frames_raise_and_leave_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"\.ts or \.mp4"):
         write_chunk(tmp_path / "c.avi", talking_frames(2), 25, None)
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(ValueError, match="notes.mp4"):
+        probe(tmp_path / "notes.mp4")
+
+
+def test_frames_are_streamed_not_held(tmp_path):
+    frame_bytes, count = 256 * 256 * 3, 64
+
+    def generated():
+        for k in range(count):
+            yield np.full((256, 256, 3), 4 * k, np.uint8)
+
+    tracemalloc.start()
+    try:
+        write_mp4(tmp_path / "long.mp4", generated(), 25)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * frame_bytes  # holding the video would take 64 frames
+    assert probe(tmp_path / "long.mp4")["num_frames"] == count
 
 
 def _first_frame_is_key(path):
