@@ -1,8 +1,8 @@
-"""Reading speech audio from users, and cutting it into per-video-frame slices.
+"""Reading media: speech audio from users, cut into per-video-frame slices, and `probe` for videos we wrote.
 
 Everything is decoded by the ffmpeg binary that ships with `imageio-ffmpeg`, so any container ffmpeg reads (wav, mp3,
 m4a, ogg, flac, or the audio track of a video) works without a system ffmpeg, and there is no ffprobe to rely on.
-The result is always mono float32 in [-1, 1] at the model's rate (16 kHz, the rate wav2vec2 and our mel features use).
+Audio always comes back as mono float32 in [-1, 1] at the model's rate (16 kHz, as wav2vec2 and our mel features use).
 
 Alignment convention (shared with the sampler and the video writers): video frame `k` at `fps` owns the audio samples
 `[round(k * sr / fps), round((k + 1) * sr / fps))`. Because every frame boundary is a pure function of `k`, slices of
@@ -35,7 +35,8 @@ def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
     except ImportError as err:  # pragma: no cover - it is a hard dependency
-        raise RuntimeError("starcaster needs the `imageio-ffmpeg` package for audio and video: pip install imageio-ffmpeg") from err
+        message = "starcaster needs the `imageio-ffmpeg` package for audio and video: pip install imageio-ffmpeg"
+        raise RuntimeError(message) from err
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -106,7 +107,7 @@ def _check_rate(rate, name: str) -> int:
 def _decode_file(path: Path, sample_rate: int, max_seconds: float) -> tuple[np.ndarray, float | None]:
     """Decode a file's first audio stream to mono float32; also return the container's stated length, if any."""
     if not path.exists():
-        raise ValueError(f"Audio file not found: {str(path)!r}. Check the path (relative paths start at {os.getcwd()!r}).")
+        raise ValueError(f"Audio file not found: {str(path)!r}. Check the path (relative to {os.getcwd()!r}).")
     if path.is_dir():
         raise ValueError(f"Audio path {str(path)!r} is a folder; give the path of an audio file inside it.")
     if path.stat().st_size == 0:
@@ -272,3 +273,63 @@ def audio_slice(samples, sample_rate: int, fps, start_frame: int, num_frames: in
     available = samples[begin:end]
     out[: available.size] = available
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Probing (no ffprobe: `ffmpeg -i` for the header, a decode pass for exact counts)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def probe(path) -> dict:
+    """Describe a video file: duration, fps, num_frames, width, height, has_audio, audio_duration, audio_rate.
+
+    `num_frames` and `audio_duration` come from decoding, so they are what a player gets, not what a header claims.
+    Also reports `video_codec`, `audio_codec` and `pix_fmt`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"No video file at {str(path)!r}")
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_path(path)]
+    header = subprocess.run(command, capture_output=True, check=False)  # exits 1 (no output given) after the header
+    log = header.stderr.decode("utf-8", errors="replace")
+    if "Input #0" not in log:
+        raise ValueError(f"Could not read {str(path)!r} as a media file: {log.strip()[-300:]}")
+
+    info: dict = {"video_codec": None, "audio_codec": None, "pix_fmt": None}
+    info["duration"] = _parse_duration(log)
+    video = re.search(r"Stream #0:\d+\S*: Video: (.*)", log)
+    if video:
+        desc = video.group(1)
+        info["video_codec"] = desc.split()[0].rstrip(",")
+        size = re.search(r", (\d+)x(\d+)[\s,]", desc)  # not the "0x31637661" of the codec tag
+        info["width"], info["height"] = (int(size.group(1)), int(size.group(2))) if size else (None, None)
+        rate = re.search(r"([\d.]+)(k?) fps", desc) or re.search(r"([\d.]+)(k?) tbr", desc)
+        info["fps"] = float(rate.group(1)) * (1000 if rate.group(2) else 1) if rate else None
+        pix = re.search(r"\b(yuv\w+|rgb\w+|gray\w*|nv12)\b", desc)
+        info["pix_fmt"] = pix.group(1) if pix else None
+        info["num_frames"] = len(_decode(path, ["-map", "0:v:0", "-fps_mode", "passthrough", "-vf", "scale=1:1",
+                                                "-pix_fmt", "gray", "-f", "rawvideo"]))  # fmt: skip
+    else:
+        info.update(width=None, height=None, fps=None, num_frames=0)
+
+    audio = re.search(r"Stream #0:\d+\S*: Audio: (.*)", log)
+    info["has_audio"] = audio is not None
+    if audio:
+        info["audio_codec"] = audio.group(1).split()[0].rstrip(",")
+        rate = re.search(r"(\d+) Hz", audio.group(1))
+        info["audio_rate"] = int(rate.group(1)) if rate else None
+        pcm = _decode(path, ["-map", "0:a:0", "-ac", "1", "-f", "s16le"])
+        info["audio_duration"] = len(pcm) / 2 / info["audio_rate"] if info["audio_rate"] else None
+    else:
+        info.update(audio_rate=None, audio_duration=None)
+    if info["duration"] is None and info["fps"]:
+        info["duration"] = info["num_frames"] / info["fps"]
+    return info
+
+
+def _decode(path: Path, output_args: list[str]) -> bytes:
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", ffmpeg_path(path), *output_args, "pipe:1"]
+    result = subprocess.run(cmd, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise ValueError(f"Could not decode {str(path)!r}: {result.stderr.decode(errors='replace').strip()[-300:]}")
+    return result.stdout

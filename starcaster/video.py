@@ -10,14 +10,13 @@ MPEG-TS has no edit lists, so a `.ts` chunk decodes 1024 samples longer than its
 timestamps still play it in sync). Where chunks' decoded audio is joined end to end, as Gradio 6's streaming `gr.Video`
 does (it re-encodes every chunk's audio into one continuous track), those samples add up: write `.mp4` chunks there.
 
-Audio reading and frame alignment live in `audio_io` and are re-exported here, so `starcaster.video` is the one module
-the pipeline, the CLI and the app need for media I/O.
+Reading (audio, `probe`) and frame alignment live in `audio_io` and are re-exported here, so `starcaster.video` is the
+one module the pipeline, the CLI and the app need for media I/O.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -30,7 +29,6 @@ import numpy as np
 from .audio_io import (
     DEFAULT_SAMPLE_RATE,
     _fps_fraction,
-    _parse_duration,
     audio_slice,
     ffmpeg_exe,
     ffmpeg_path,
@@ -38,6 +36,7 @@ from .audio_io import (
     frame_count,
     is_silent,
     load_audio,
+    probe,
 )
 
 __all__ = [
@@ -166,11 +165,12 @@ class _FrameEncoder:
 
     def __init__(self, out: Path, first: np.ndarray, fps, crf: int, container: str, audio: tuple[Path, int] | None):
         self.height, self.width = first.shape[:2]
+        size = f"{self.width + self.width % 2}x{self.height + self.height % 2}"  # what `_even` makes of each frame
         self.out = out
         self._log = open(out.with_name(out.name + ".log"), "w+b")  # a file, so a chatty ffmpeg never blocks on a pipe
         cmd = [
             ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", f"{self.width + self.width % 2}x{self.height + self.height % 2}",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-video_size", size,
             "-framerate", _fps_arg(fps), "-i", "pipe:0",
         ]  # fmt: skip
         if audio is not None:
@@ -370,7 +370,8 @@ def write_chunk(path, frames, fps, audio, sample_rate: int = DEFAULT_SAMPLE_RATE
     try:
         audio_file = workdir / "audio.f32"
         samples.astype("<f4").tofile(audio_file)
-        encoder = _FrameEncoder(workdir / f"chunk{path.suffix}", frames[0], fps, crf, container, (audio_file, sample_rate))
+        out = workdir / f"chunk{path.suffix}"
+        encoder = _FrameEncoder(out, frames[0], fps, crf, container, audio=(audio_file, sample_rate))
         try:
             for frame in frames:
                 encoder.write(frame)
@@ -382,63 +383,3 @@ def write_chunk(path, frames, fps, audio, sample_rate: int = DEFAULT_SAMPLE_RATE
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return path
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Probing (no ffprobe: `ffmpeg -i` for the header, a decode pass for exact counts)
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def probe(path) -> dict:
-    """Describe a video file: duration, fps, num_frames, width, height, has_audio, audio_duration, audio_rate.
-
-    `num_frames` and `audio_duration` come from decoding, so they are what a player gets, not what a header claims.
-    Also reports `video_codec`, `audio_codec` and `pix_fmt`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"No video file at {str(path)!r}")
-    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", ffmpeg_path(path)]
-    header = subprocess.run(command, capture_output=True, check=False)  # exits 1 (no output given) after the header
-    log = header.stderr.decode("utf-8", errors="replace")
-    if "Input #0" not in log:
-        raise ValueError(f"Could not read {str(path)!r} as a media file: {log.strip()[-300:]}")
-
-    info: dict = {"video_codec": None, "audio_codec": None, "pix_fmt": None}
-    info["duration"] = _parse_duration(log)
-    video = re.search(r"Stream #0:\d+\S*: Video: (.*)", log)
-    if video:
-        desc = video.group(1)
-        info["video_codec"] = desc.split()[0].rstrip(",")
-        size = re.search(r", (\d+)x(\d+)[\s,]", desc)  # not the "0x31637661" of the codec tag
-        info["width"], info["height"] = (int(size.group(1)), int(size.group(2))) if size else (None, None)
-        rate = re.search(r"([\d.]+)(k?) fps", desc) or re.search(r"([\d.]+)(k?) tbr", desc)
-        info["fps"] = float(rate.group(1)) * (1000 if rate.group(2) else 1) if rate else None
-        pix = re.search(r"\b(yuv\w+|rgb\w+|gray\w*|nv12)\b", desc)
-        info["pix_fmt"] = pix.group(1) if pix else None
-        info["num_frames"] = len(_decode(path, ["-map", "0:v:0", "-fps_mode", "passthrough", "-vf", "scale=1:1",
-                                                "-pix_fmt", "gray", "-f", "rawvideo"]))  # fmt: skip
-    else:
-        info.update(width=None, height=None, fps=None, num_frames=0)
-
-    audio = re.search(r"Stream #0:\d+\S*: Audio: (.*)", log)
-    info["has_audio"] = audio is not None
-    if audio:
-        info["audio_codec"] = audio.group(1).split()[0].rstrip(",")
-        rate = re.search(r"(\d+) Hz", audio.group(1))
-        info["audio_rate"] = int(rate.group(1)) if rate else None
-        pcm = _decode(path, ["-map", "0:a:0", "-ac", "1", "-f", "s16le"])
-        info["audio_duration"] = len(pcm) / 2 / info["audio_rate"] if info["audio_rate"] else None
-    else:
-        info.update(audio_rate=None, audio_duration=None)
-    if info["duration"] is None and info["fps"]:
-        info["duration"] = info["num_frames"] / info["fps"]
-    return info
-
-
-def _decode(path: Path, output_args: list[str]) -> bytes:
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", ffmpeg_path(path), *output_args, "pipe:1"]
-    result = subprocess.run(cmd, capture_output=True, check=False)
-    if result.returncode != 0:
-        raise ValueError(f"Could not decode {str(path)!r}: {result.stderr.decode(errors='replace').strip()[-300:]}")
-    return result.stdout

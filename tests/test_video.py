@@ -52,7 +52,8 @@ def decode_frames(path):
 
 def decode_audio(path, rate=SR):
     out = subprocess.run(
-        [FFMPEG, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "f32le", "pipe:1"],
+        [FFMPEG, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate),
+         "-f", "f32le", "pipe:1"],
         capture_output=True, check=True,
     ).stdout  # fmt: skip
     return np.frombuffer(out, np.float32)
