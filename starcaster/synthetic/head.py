@@ -15,7 +15,7 @@ import numpy as np
 from .expression import FaceState, head_rotation, rot_x, rot_y, rot_z
 from .renderer import Ellipsoid, Scene
 
-IDENTITY_DIM = 32
+IDENTITY_DIM = 34  # 32 head traits + 2 voice traits (pitch, vocal tract; see speech.Voice)
 HAIR_STYLES = ("short", "medium", "long", "bun", "buzz", "fringe", "bald")
 _HAIR_WEIGHTS = np.array([0.22, 0.2, 0.22, 0.1, 0.1, 0.12, 0.04])
 _HAIR_COLOURS = np.array([[0.06, 0.05, 0.05], [0.17, 0.1, 0.06], [0.34, 0.21, 0.12], [0.5, 0.22, 0.1],
