@@ -113,9 +113,10 @@ def _decode_file(path: Path, sample_rate: int, max_seconds: float) -> tuple[np.n
     if path.stat().st_size == 0:
         raise ValueError(f"Audio file {str(path)!r} is empty (0 bytes). Re-export or re-upload the recording.")
 
+    # As an input option, -t stops reading there: an hour-long upload is refused after decoding a few seconds of it.
+    limit = ["-t", f"{max_seconds + _DECODE_MARGIN_S:.3f}"] if math.isfinite(max_seconds) else []
     cmd = [
-        ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats",
-        "-t", f"{max_seconds + _DECODE_MARGIN_S:.3f}",  # input option: stop reading here, never decode an hour first
+        ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", *limit,
         "-i", ffmpeg_path(path),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         # Average the channels: ffmpeg's default downmix adds them at -3 dB each, which overshoots 1.0 for stereo.

@@ -273,6 +273,13 @@ def test_video_writer_takes_audio_per_segment(tmp_path):
     assert not is_silent(first) and is_silent(middle) and not is_silent(last)
 
 
+def test_audio_may_be_a_file(tmp_path):
+    scipy.io.wavfile.write(tmp_path / "voice.wav", 22_050, sine(250, 2.0, 22_050))  # longer than the video: trimmed
+    info = probe(write_mp4(tmp_path / "v.mp4", talking_frames(20), 25, audio=tmp_path / "voice.wav"))
+    assert info["num_frames"] == 20 and abs(info["audio_duration"] - 0.8) < 1 / 25
+    assert abs(peak_hz(decode_audio(tmp_path / "v.mp4"), SR) - 250) <= 4
+
+
 def test_dropped_writer_cleans_up(tmp_path):
     writer = VideoWriter(tmp_path / "dropped.mp4", 25)
     writer.append(talking_frames(4))
