@@ -24,13 +24,13 @@ class Controls:
     camera_strength: gr.Slider
 
     @classmethod
-    def build(cls, default_steps: int = 25) -> "Controls":
+    def build(cls, elem_prefix: str, default_steps: int = 25) -> "Controls":
         with gr.Accordion("Sampling", open=False):
             with gr.Row():
-                seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id=f"{elem_prefix}-seed")
                 randomize = gr.Checkbox(False, label="Random seed (the one used is shown)")
             with gr.Row():
-                steps = gr.Slider(1, 50, value=default_steps, step=1, label="Denoising steps")
+                steps = gr.Slider(1, 50, value=default_steps, step=1, label="Denoising steps", elem_id=f"{elem_prefix}-steps")
                 guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.1, label="Guidance (CFG)")
             with gr.Row():
                 audio_s = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Audio strength")

@@ -40,13 +40,14 @@ def build() -> None:
                                  elem_id="identity-image", height=256)
                 crop = gr.Image(label="Face crop used for the identity", interactive=False, height=256,
                                 elem_id="identity-crop")
-            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)")
+            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)",
+                                  elem_id="identity-aligned")
             crop_note = gr.Markdown("")
             embedding = gr.File(label="...or an identity embedding (.npy)", file_types=[".npy"],
                                 elem_id="identity-embedding")
             audio = gr.Audio(type="filepath", label="Speech audio", sources=["upload", "microphone"],
                              elem_id="identity-audio")
-            controls = Controls.build()
+            controls = Controls.build("identity")
             with gr.Row():
                 button = gr.Button("Generate", variant="primary", elem_id="identity-run")
                 stop = gr.Button("Stop", variant="stop")

@@ -40,13 +40,14 @@ def build() -> None:
                 image = gr.Image(type="filepath", label="Portrait photo", sources=["upload", "clipboard"],
                                  elem_id="orbit-image", height=256)
                 crop = gr.Image(label="Face crop used", interactive=False, height=256, elem_id="orbit-crop")
-            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)")
+            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)",
+                                  elem_id="orbit-aligned")
             crop_note = gr.Markdown("")
             audio = gr.Audio(type="filepath", label="Speech audio (optional: silent orbit without)",
                              sources=["upload", "microphone"], elem_id="orbit-audio")
             seconds = gr.Slider(0.5, 10.0, value=3.0, step=0.1, label="Length in seconds (silent orbit; "
                                 "with audio the audio's length is used)", elem_id="orbit-seconds")
-            controls = Controls.build()
+            controls = Controls.build("orbit")
             with gr.Row():
                 button = gr.Button("Render orbit", variant="primary", elem_id="orbit-run")
                 stop = gr.Button("Stop", variant="stop")

@@ -41,11 +41,12 @@ def build() -> None:
                 image = gr.Image(type="filepath", label="Portrait photo", sources=["upload", "clipboard"],
                                  elem_id="portrait-image", height=256)
                 crop = gr.Image(label="Face crop used", interactive=False, height=256, elem_id="portrait-crop")
-            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)")
+            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)",
+                                  elem_id="portrait-aligned")
             crop_note = gr.Markdown("")
             audio = gr.Audio(type="filepath", label="Speech audio", sources=["upload", "microphone"],
                              elem_id="portrait-audio")
-            controls = Controls.build()
+            controls = Controls.build("portrait")
             with gr.Row():
                 button = gr.Button("Animate", variant="primary", elem_id="portrait-run")
                 stop = gr.Button("Stop", variant="stop")

@@ -1,0 +1,139 @@
+"""The demo in a real browser: Debian's Chromium driven by Playwright, offline, against the launched app.
+
+Opens the page, checks the three tabs, edits the camera path (preset, table, dragging a keyframe in the top view) and
+sees the figure redraw, renders a short silent orbit and waits for the streamed video to play. Screenshots go to
+``tmp_path``, or to ``docs/screenshots/`` with ``STARCASTER_SCREENSHOTS=docs/screenshots``.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)), None)
+ARGS = ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+TABS = ["Portrait animation", "ID-driven generation", "Free-viewpoint orbit"]
+PLOT = "#camera-plot .sc-cam-plot"
+
+
+@pytest.fixture(scope="module")
+def server():
+    import app
+
+    demo = app.launch(port=None, block=False)
+    yield demo
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.request.get(server.local_url + "gradio_api/info")  # the API answers before the page is driven
+        pg.goto(server.local_url)
+        pg.errors = errors
+        yield pg
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    target = os.environ.get("STARCASTER_SCREENSHOTS")
+    path = Path(target) if target else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def portrait_png(tmp_path_factory):
+    from PIL import Image
+
+    from ui import examples
+
+    bundled = examples.portraits()
+    if bundled:
+        return bundled[0]
+    path = tmp_path_factory.mktemp("inputs") / "portrait.png"
+    Image.fromarray((np.random.default_rng(1).random((128, 128, 3)) * 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def _revision(page) -> int:
+    return int(page.get_attribute(PLOT, "data-revision"))
+
+
+def _wait_redraw(page, after: int):
+    page.wait_for_function(f"() => Number(document.querySelector('{PLOT}').dataset.revision) > {after}", timeout=20000)
+
+
+def test_three_tabs(page, shots):
+    for name in TABS:
+        tab = page.get_by_role("tab", name=name)
+        sync_api.expect(tab).to_be_visible(timeout=30000)
+        tab.click()
+        sync_api.expect(page.get_by_role("tab", name=name, selected=True)).to_be_visible()
+        page.screenshot(path=str(shots / f"tab_{TABS.index(name) + 1}.png"))
+    assert not page.errors, page.errors
+
+
+def test_camera_editor_redraws_on_edits(page):
+    page.get_by_role("tab", name="Free-viewpoint orbit").click()
+    page.wait_for_selector(f"{PLOT} .main-svg", timeout=30000)  # Plotly loaded from the pip package and drew
+    figure = lambda: page.evaluate(f"() => document.querySelector('{PLOT}').data.map(t => t.x && t.x.length)")  # noqa: E731
+    start, before = _revision(page), figure()
+
+    # A preset.
+    page.locator("#camera-preset input").click()
+    page.get_by_role("option", name="oscillation").click()
+    _wait_redraw(page, start)
+    assert figure() != before or _revision(page) > start
+    path_x = lambda: page.evaluate(f"() => document.querySelector('{PLOT}').data[2].x")  # noqa: E731
+    oscillation = path_x()
+
+    # Dragging keyframe 2 in the top view moves that camera (the table follows).
+    rev = _revision(page)
+    table_before = page.locator("#camera-keyframes").inner_text()
+    handle = page.locator("#camera-plot .shapelayer path").nth(1).bounding_box()
+    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 45, y + 35, steps=8)
+    page.mouse.up()
+    _wait_redraw(page, rev)
+    assert path_x() != oscillation
+    page.wait_for_function(
+        "t => document.querySelector('#camera-keyframes').innerText !== t", arg=table_before, timeout=10000)
+    assert not page.errors, page.errors
+
+
+def test_orbit_generation_plays(page, shots, portrait_png):
+    page.get_by_role("tab", name="Free-viewpoint orbit").click()
+    page.locator("#orbit-image input[type=file]").set_input_files(portrait_png)
+    page.locator("#orbit-aligned input").check()
+    page.wait_for_selector("#orbit-crop img", timeout=20000)  # the crop preview the model will see
+    page.locator("#orbit-seconds input[type=number]").fill("1")
+    page.locator("#orbit-seconds input[type=number]").press("Enter")
+    page.get_by_text("Sampling").last.click()
+    steps = page.locator("#orbit-steps input[type=number]")
+    steps.fill("2")
+    steps.press("Enter")
+    page.locator("#orbit-run").click()
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#orbit-video video');"
+        " return v && v.readyState >= 2 && v.currentTime > 0; }", timeout=90000)
+    page.wait_for_selector("#orbit-mp4 a", timeout=60000)  # the complete mp4 to download
+    assert "Done" in page.locator("#orbit-status").inner_text()
+    page.locator("#orbit-video").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "orbit_generated.png"), full_page=True)
+    assert not page.errors, page.errors
