@@ -140,6 +140,12 @@ class Portrait:
     image: np.ndarray  # (size, size, 3) uint8, FFHQ-style aligned
     face: Face | None  # the detected face in the original image; None when the input was already aligned
 
+    @property
+    def landmarks(self) -> np.ndarray:
+        """The five landmarks in `image` (the aligned crop): the template they were aligned to. Use these, not
+        `face.landmarks` (original image coordinates), to embed the crop with ArcFace."""
+        return ffhq_template(self.image.shape[0])
+
 
 def ffhq_template(size: int) -> np.ndarray:
     """The five landmarks in an FFHQ-style `size` crop.

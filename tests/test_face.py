@@ -204,6 +204,7 @@ def test_prepare_portrait_errors_and_alignment():
     image, _ = draw_face(size=400, center=(230, 180), scale=1.3)
     portrait = prepare_portrait(image, 128)
     assert isinstance(portrait, Portrait) and portrait.image.shape == (128, 128, 3) and portrait.face is not None
+    np.testing.assert_allclose(portrait.landmarks, ffhq_template(128))
     # The face now sits where the template wants it: its eyes are the darkest spots near the template eyes.
     gray = cv2.GaussianBlur(portrait.image.mean(-1), (0, 0), 1.5)
     for ex, ey in ffhq_template(128)[:2]:

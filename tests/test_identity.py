@@ -175,6 +175,7 @@ def test_arcface_embedder_through_insightface(tmp_path):
     pytest.importorskip("insightface")
     weight = write_fake_arcface(tmp_path / "arcface.onnx")
     embedder = ArcFaceEmbedder(tmp_path)
+    assert embedder.detector == "auto"  # no SCRFD file beside it: the pipeline falls back to the cascade
     image = smooth_image(0)
     embedding = embedder(image)
     assert embedding.shape == (512,) and embedding.dtype == np.float32

@@ -43,6 +43,9 @@ class ArcFaceEmbedder:
                 f"'{model_file}' is not a face recognition model (expected input 1x3x112x112, one output of 512)."
             )
         self.model_file = model_file
+        # The pipeline detects faces with this: SCRFD from the same folder when antelopev2's detector is there.
+        has_scrfd = any((folder / n).is_file() for n in ("scrfd_10g_bnkps.onnx", "det_10g.onnx"))
+        self.detector = str(folder) if has_scrfd else "auto"
         self.input_size = int(self.model.input_size[0])
 
     def __call__(self, image_rgb_uint8: np.ndarray, landmarks5: np.ndarray | None = None) -> np.ndarray:
