@@ -106,3 +106,22 @@ def test_head_motion_is_smooth_and_blinks_happen():
     closed = blinks(rng, 1000, 25.0) > 0.9
     starts = np.flatnonzero(np.diff(closed.astype(int)) == 1)
     assert 4 <= len(starts) <= 25 and np.diff(starts).min() >= 25  # one blink every few seconds, never twice in 1 s
+
+
+def test_espeak_speech_is_timed_and_aligned():
+    from starcaster.synthetic import espeak
+
+    if not espeak.available():
+        pytest.skip("eSpeak NG is not installed (apt-get install espeak-ng)")
+    audio, utt = espeak.speak("hello world, a bright morning today.", voice="en-us")
+    assert abs(utt.duration - len(audio) / 16000) < 1e-3
+    assert {"hh", "l", "ow", "w", "er"} <= set(utt.phonemes)  # "hello world" read as phonemes
+    frames = len(audio) // 640
+    jaw = frame_average(mouth_control(utt.fit(frames / 25)), frames, 25)[:, 0]
+    low = sosfilt(butter(4, 1000, fs=16000, output="sos"), audio[: frames * 640])
+    energy = np.sqrt(np.square(low).reshape(frames, -1).mean(1))
+    corr = {lag: np.corrcoef(jaw[max(lag, 0): frames + min(lag, 0)], energy[max(-lag, 0): frames - max(lag, 0)])[0, 1]
+            for lag in range(-3, 4)}
+    assert corr[0] > 0.35 and abs(max(corr, key=corr.get)) <= 1  # real speech: aligned to within a frame
+    clip = make_clip(3, seed=1, num_frames=5, size=16, speech="espeak")
+    assert np.abs(clip.audio).max() > 0.01 and len(clip.phonemes) >= 1

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..conditioning.camera import camera_vector, default_intrinsics, look_at, orbit_eye
+from . import espeak
 from .expression import FaceState
 from .head import HeadIdentity, build_scene, identity_vector
 from .motion import blinks, gaze, head_motion
@@ -25,6 +26,7 @@ from .trajectories import orbit_camera, talk_camera
 TRAIN_IDS = range(0, 100_000)
 EVAL_IDS = range(1_000_000, 1_001_000)
 MODES = ("talk", "orbit", "mixed")
+SPEECH = ("formant", "espeak", "auto")
 FPS = 25.0
 
 
@@ -77,12 +79,19 @@ def render_reference(ident: HeadIdentity, size: int = 128, light=(-0.45, 0.55, 0
 
 
 def make_clip(identity_id: int, seed: int = 0, num_frames: int = 18, size: int = 128, mode: str = "talk",
-              fps: float = FPS, sample_rate: int = SAMPLE_RATE, supersample: int = 1, utterance: Utterance | None = None) -> SyntheticClip:
+              fps: float = FPS, sample_rate: int = SAMPLE_RATE, supersample: int = 1, utterance: Utterance | None = None,
+              speech: str = "formant") -> SyntheticClip:
     """Render one clip. Deterministic in (identity_id, seed, and the other arguments).
 
     mode "talk": speech-driven mouth, head motion, blinks and a near-frontal camera. "orbit": a still, silent head seen
     along a view-synthesis trajectory (the paper's spatial data). "mixed": talk, orbit, or talking under a moving camera.
+    speech "formant" uses the built-in synthesiser; "espeak" real eSpeak NG speech (must be installed); "auto" uses
+    eSpeak for about a third of talking clips when it is installed.
     """
+    if speech not in SPEECH:
+        raise ValueError(f"speech must be one of {SPEECH}, got {speech!r}.")
+    if speech == "espeak" and not espeak.available():
+        raise ValueError("speech='espeak' needs eSpeak NG: `apt-get install espeak-ng`, or use speech='formant'.")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     if num_frames < 1 or size < 8:
@@ -97,8 +106,12 @@ def make_clip(identity_id: int, seed: int = 0, num_frames: int = 18, size: int =
     light = _light(rng)
 
     if talking:
-        utt = (utterance.fit(seconds) if utterance is not None else random_utterance(rng, seconds, pause=rng.uniform(0.0, 0.3)))
-        audio = synthesize(utt, Voice.from_identity(vector), sample_rate=sample_rate, seed=int(rng.integers(2**31)))
+        use_espeak = utterance is None and (speech == "espeak" or (speech == "auto" and rng.random() < 1 / 3 and espeak.available()))
+        if use_espeak:
+            audio, utt = espeak.speak_identity(rng, vector, seconds, sample_rate)
+        else:
+            utt = (utterance.fit(seconds) if utterance is not None else random_utterance(rng, seconds, pause=rng.uniform(0.0, 0.3)))
+            audio = synthesize(utt, Voice.from_identity(vector), sample_rate=sample_rate, seed=int(rng.integers(2**31)))
         mouth = frame_average(mouth_control(utt), num_frames, fps)
         energy = np.sqrt(np.square(audio[: len(audio) // num_frames * num_frames]).reshape(num_frames, -1).mean(1))
         pose = head_motion(rng, num_frames, fps, speech_energy=energy)
@@ -152,7 +165,7 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
     """
 
     def __init__(self, split: str = "train", num_frames: int = 18, size: int = 128, mode: str = "talk", seed: int = 0,
-                 cache_dir=None, length: int | None = None, supersample: int = 1):
+                 cache_dir=None, length: int | None = None, supersample: int = 1, speech: str = "formant"):
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}.")
         if mode not in MODES:
@@ -162,6 +175,9 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
         self.length = int(length if length is not None else (1_000_000 if split == "train" else 10 * len(EVAL_IDS)))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.supersample = supersample
+        if speech not in SPEECH:
+            raise ValueError(f"speech must be one of {SPEECH}, got {speech!r}.")
+        self.speech = speech
 
     def __len__(self) -> int:
         return self.length
@@ -176,12 +192,12 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
     def clip(self, index: int) -> SyntheticClip:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length} clips.")
-        key = f"{self.split}-s{self.seed}-{self.mode}-f{self.num_frames}-p{self.size}x{self.supersample}-{index}.npz"
+        key = f"{self.split}-s{self.seed}-{self.mode}-{self.speech}-f{self.num_frames}-p{self.size}x{self.supersample}-{index}.npz"
         if self.cache_dir is not None and (self.cache_dir / key).exists():
             return load_clip(self.cache_dir / key)
         clip_seed = int(np.random.default_rng([self.seed, int(index), 1 if self.split == "eval" else 0]).integers(2**31))
         clip = make_clip(self.identity_of(index), clip_seed, num_frames=self.num_frames, size=self.size, mode=self.mode,
-                         supersample=self.supersample)
+                         supersample=self.supersample, speech=self.speech)
         if self.cache_dir is not None:
             save_clip(clip, self.cache_dir / key)
         return clip

@@ -97,6 +97,16 @@ class Utterance:
         durations[-1] -= ends[keep - 1] - seconds
         return Utterance(self.phonemes[:keep], durations, self.text)
 
+    def window(self, start: float, seconds: float) -> "Utterance":
+        """The part heard from `start` for `seconds` (padded with silence past the end)."""
+        ends = np.cumsum(self.durations)
+        first = int(np.searchsorted(ends, start, side="right"))
+        if first >= len(self.phonemes):
+            return Utterance(["sil"], [seconds], "")
+        durations = self.durations[first:].copy()
+        durations[0] = ends[first] - start
+        return Utterance(self.phonemes[first:], durations, self.text).fit(seconds)
+
     def at(self, times: np.ndarray) -> np.ndarray:
         """Index of the phoneme sounding at each time (seconds)."""
         return np.clip(np.searchsorted(np.cumsum(self.durations), times, side="right"), 0, len(self.phonemes) - 1)

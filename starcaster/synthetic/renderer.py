@@ -158,24 +158,30 @@ def _render_chunk(scene: Scene, frames: slice, ext, intr, size: int):
     origin, direction = camera_rays(ext, intr, size)
     n = len(direction)
     direction = direction.reshape(n, size, size, 3)
+    d = np.moveaxis(direction, -1, 0).copy()  # planar (3, F, H, W): cheap per-component products
+    dd = {(i, j): d[i] * d[j] for i in range(3) for j in range(i, 3)}
     world = _world_parts(scene, frames)
     names = {part.name: k for k, part in enumerate(scene.parts)}
     # Per part, the ray interval inside it; only rays in the part's screen box are intersected (small parts are cheap).
+    # With q = M (o + t d - c): |q|^2 = 1  <=>  a t^2 + 2 b t + c = 0, a = d^T (M^T M) d, b = d . M^T M (o - c).
     t0s, t1s, boxes = [], [], []
     for m, center, _ in world:
         r0, r1, c0, c1 = box = _screen_box(m, center, ext, intr, size)
         t0, t1 = np.full((n, size, size), np.inf, np.float32), np.full((n, size, size), -np.inf, np.float32)
         if r1 > r0 and c1 > c0:
+            sl = (slice(None), slice(r0, r1), slice(c0, c1))
+            gram = np.swapaxes(m, 1, 2) @ m
             oc = np.einsum("fij,fj->fi", m, origin - center)
-            dk = np.einsum("fij,fhwj->fhwi", m, direction[:, r0:r1, c0:c1])
-            a = np.einsum("fhwi,fhwi->fhw", dk, dk)
-            b = np.einsum("fhwi,fi->fhw", dk, oc)
-            c = (oc * oc).sum(-1)[:, None, None] - 1.0
+            w = np.einsum("fji,fj->fi", m, oc)
+            col = lambda x: x[:, None, None]  # noqa: E731 - per-frame scalar over the box
+            a = sum(col(gram[:, i, j] * (1 if i == j else 2)) * dd[i, j][sl] for (i, j) in dd)
+            b = col(w[:, 0]) * d[0][sl] + col(w[:, 1]) * d[1][sl] + col(w[:, 2]) * d[2][sl]
+            c = col((oc * oc).sum(-1) - 1.0)
             disc = b * b - a * c
             hit = disc > 0
             s = np.sqrt(np.where(hit, disc, 0.0))
-            t0[:, r0:r1, c0:c1] = np.where(hit, (-b - s) / a, np.inf)
-            t1[:, r0:r1, c0:c1] = np.where(hit, (-b + s) / a, -np.inf)
+            t0[sl] = np.where(hit, (-b - s) / a, np.inf)
+            t1[sl] = np.where(hit, (-b + s) / a, -np.inf)
         t0s.append(t0)
         t1s.append(t1)
         boxes.append(box)
@@ -198,7 +204,8 @@ def _render_chunk(scene: Scene, frames: slice, ext, intr, size: int):
             if not ok.any():
                 continue
             for pn, po in world[k][2]:
-                ok &= (np.einsum("fi,fi->f", pn, origin) - po)[:, None, None] + t * np.einsum("fhwi,fi->fhw", direction[box], pn) >= 0
+                along = sum(pn[:, i, None, None] * d[i][box] for i in range(3))
+                ok &= (np.einsum("fi,fi->f", pn, origin) - po)[:, None, None] + t * along >= 0
             if part.inside_of:
                 ok &= np.logical_or.reduce([inside(names[o], t) for o in part.inside_of])
             for cutter in part.cut_by:
