@@ -42,7 +42,9 @@ def encoder(tokenizer):
 def clip_on_embeddings(text_encoder, token_embeds):
     """Reference: CLIP's text transformer run by hand on given token embeddings (what Arc2Face's wrapper does)."""
     hidden = text_encoder.embeddings(inputs_embeds=token_embeds)
-    mask = create_causal_mask(config=text_encoder.config, inputs_embeds=hidden, attention_mask=None, past_key_values=None)
+    mask = create_causal_mask(
+        config=text_encoder.config, inputs_embeds=hidden, attention_mask=None, past_key_values=None
+    )
     hidden = text_encoder.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
     return text_encoder.final_layer_norm(hidden)
 
@@ -55,7 +57,8 @@ def test_tiny_tokenizer_is_a_real_clip_tokenizer(tokenizer):
     assert len(ids) == 77 and set(ids[6:]) == {reloaded.eos_token_id}  # padded with the end token, as SD-1.5's is
     assert reloaded.eos_token_id == len(reloaded) - 1  # CLIP's pooling assumes the end token has the highest id
     # Text outside the prompt still tokenises (byte by byte) and round-trips.
-    assert reloaded.decode(reloaded("Hello, world!").input_ids, skip_special_tokens=True).replace(" ", "") == "hello,world!"
+    decoded = reloaded.decode(reloaded("Hello, world!").input_ids, skip_special_tokens=True)
+    assert decoded.replace(" ", "") == "hello,world!"
 
 
 def test_placeholder_left_as_the_word_equals_clip(encoder):
@@ -196,7 +199,8 @@ def test_arcface_embedder_through_insightface(tmp_path):
     matrix = np.concatenate([to_photo, [[150.0], [80.0]]], axis=1)
     photo = cv2.warpAffine(image, matrix, (400, 400), flags=cv2.INTER_CUBIC)
     landmarks = ARCFACE_TEMPLATE @ matrix[:, :2].T + matrix[:, 2]
-    np.testing.assert_allclose(similarity_transform(landmarks, ARCFACE_TEMPLATE)[:, :2], np.linalg.inv(to_photo), atol=1e-9)
+    back = similarity_transform(landmarks, ARCFACE_TEMPLATE)
+    np.testing.assert_allclose(back[:, :2], np.linalg.inv(to_photo), atol=1e-9)
     assert float(embedder(photo, landmarks) @ embedding) > 0.99
 
 
