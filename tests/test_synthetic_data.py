@@ -8,7 +8,14 @@ from scipy.signal import butter, sosfilt
 from starcaster.conditioning.camera import camera_vector
 from starcaster.synthetic.dataset import EVAL_IDS, TRAIN_IDS, SyntheticTalkingHeads, make_clip
 from starcaster.synthetic.motion import blinks, head_motion
-from starcaster.synthetic.phonemes import VISEMES, Utterance, frame_average, frame_visemes, mouth_control, random_utterance
+from starcaster.synthetic.phonemes import (
+    VISEMES,
+    Utterance,
+    frame_average,
+    frame_visemes,
+    mouth_control,
+    random_utterance,
+)
 from starcaster.synthetic.speech import Voice, synthesize
 
 TINY = dict(num_frames=4, size=32)
@@ -17,7 +24,7 @@ TINY = dict(num_frames=4, size=32)
 def _same(a, b):
     for k in a:
         va, vb = a[k], b[k]
-        assert (torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb), k
+        assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb, k
 
 
 def test_same_seed_same_clip_other_seed_differs():
@@ -81,8 +88,10 @@ def test_mouth_opening_tracks_vowel_energy_with_zero_lag():
     jaw = frame_average(mouth_control(utt), frames, fps)[:, 0]
     low = sosfilt(butter(4, 1000, fs=16000, output="sos"), audio)  # vowel energy lives below ~1 kHz
     energy = np.sqrt(np.square(low).reshape(frames, -1).mean(1))
-    corr = {lag: np.corrcoef(jaw[max(lag, 0): frames + min(lag, 0)], energy[max(-lag, 0): frames - max(lag, 0)])[0, 1]
-            for lag in range(-3, 4)}
+    corr = {
+        lag: np.corrcoef(jaw[max(lag, 0) : frames + min(lag, 0)], energy[max(-lag, 0) : frames - max(lag, 0)])[0, 1]
+        for lag in range(-3, 4)
+    }
     assert corr[0] > 0.5
     assert max(corr, key=corr.get) == 0
 
@@ -120,8 +129,10 @@ def test_espeak_speech_is_timed_and_aligned():
     jaw = frame_average(mouth_control(utt.fit(frames / 25)), frames, 25)[:, 0]
     low = sosfilt(butter(4, 1000, fs=16000, output="sos"), audio[: frames * 640])
     energy = np.sqrt(np.square(low).reshape(frames, -1).mean(1))
-    corr = {lag: np.corrcoef(jaw[max(lag, 0): frames + min(lag, 0)], energy[max(-lag, 0): frames - max(lag, 0)])[0, 1]
-            for lag in range(-3, 4)}
+    corr = {
+        lag: np.corrcoef(jaw[max(lag, 0) : frames + min(lag, 0)], energy[max(-lag, 0) : frames - max(lag, 0)])[0, 1]
+        for lag in range(-3, 4)
+    }
     assert corr[0] > 0.35 and abs(max(corr, key=corr.get)) <= 1  # real speech: aligned to within a frame
     clip = make_clip(3, seed=1, num_frames=5, size=16, speech="espeak")
     assert np.abs(clip.audio).max() > 0.01 and len(clip.phonemes) >= 1

@@ -1,9 +1,9 @@
 """`python -m starcaster.synthetic {preview,bench,assets}`: look at the synthetic world, time it, make demo assets.
 
-  preview --out preview.mp4   several identities talking, each seen from a static, an oscillating and an orbiting
-                              camera (a grid video with the first speaker's audio, plus a PNG contact sheet)
-  bench                       renderer frames/s and dataset clips/s on this machine (markdown table)
-  assets --dir assets         portraits (PNG, several views) and speech clips (WAV) for the demo
+preview --out preview.mp4   several identities talking, each seen from a static, an oscillating and an orbiting
+                            camera (a grid video with the first speaker's audio, plus a PNG contact sheet)
+bench                       renderer frames/s and dataset clips/s on this machine (markdown table)
+assets --dir assets         portraits (PNG, several views) and speech clips (WAV) for the demo
 """
 
 import argparse
@@ -25,8 +25,12 @@ from .speech import SAMPLE_RATE, Voice, synthesize
 
 def _talking_state(rng, utt, num_frames):
     mouth = frame_average(mouth_control(utt), num_frames, FPS)
-    return FaceState(*mouth.T, blink=blinks(rng, num_frames, FPS), pose=head_motion(rng, num_frames, FPS),
-                     gaze=gaze(rng, num_frames, FPS))
+    return FaceState(
+        *mouth.T,
+        blink=blinks(rng, num_frames, FPS),
+        pose=head_motion(rng, num_frames, FPS),
+        gaze=gaze(rng, num_frames, FPS),
+    )
 
 
 def preview(out: str, identities: int = 4, seconds: float = 4.0, size: int = 128, seed: int = 0, supersample: int = 1):
@@ -36,8 +40,11 @@ def preview(out: str, identities: int = 4, seconds: float = 4.0, size: int = 128
     rng = np.random.default_rng(seed)
     n = int(round(seconds * FPS))
     utt = random_utterance(rng, seconds, pause=0.2)
-    paths = [CameraPath.static(n, azimuth=0.0), CameraPath.oscillation(n, seed=seed),
-             CameraPath.orbit(n, azimuth_range=(-70, 70), elevation=10.0)]
+    paths = [
+        CameraPath.static(n, azimuth=0.0),
+        CameraPath.oscillation(n, seed=seed),
+        CameraPath.orbit(n, azimuth_range=(-70, 70), elevation=10.0),
+    ]
     rows, audio = [], None
     for r in range(identities):
         identity_id = EVAL_IDS[r * 37 % len(EVAL_IDS)]
@@ -45,7 +52,11 @@ def preview(out: str, identities: int = 4, seconds: float = 4.0, size: int = 128
         if audio is None:
             audio = synthesize(utt, Voice.from_identity(identity_vector(identity_id)), seed=seed)
         scene = build_scene(ident, _talking_state(rng, utt, n))
-        rows.append(np.concatenate([render(scene, p.extrinsics, p.intrinsics, size=size, supersample=supersample) for p in paths], axis=2))
+        rows.append(
+            np.concatenate(
+                [render(scene, p.extrinsics, p.intrinsics, size=size, supersample=supersample) for p in paths], axis=2
+            )
+        )
     grid = np.concatenate(rows, axis=1)  # (F, rows*H, 3*W, 3)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +86,12 @@ def bench(frames: int = 18, size: int = 128, clips: int = 8, repeats: int = 3):
         for i in range(clips):
             ds[i]
         dt = (time.perf_counter() - t) / clips
-        rows.append((f"dataset item, mode {mode}, {frames} frames {size}x{size}", f"{1 / dt:.2f} clips/s = {frames / dt:.0f} frames/s"))
+        rows.append(
+            (
+                f"dataset item, mode {mode}, {frames} frames {size}x{size}",
+                f"{1 / dt:.2f} clips/s = {frames / dt:.0f} frames/s",
+            )
+        )
     print("| what (1 process) | throughput |\n|---|---|")
     for what, value in rows:
         print(f"| {what} | {value} |")
@@ -89,7 +105,9 @@ def assets(directory: str = "assets", count: int = 4, size: int = 256, seconds: 
         ident = HeadIdentity.from_id(identity_id)
         _save_png(root / "portraits" / f"synthetic_{identity_id}.png", render_reference(ident, size, supersample=2))
         views = np.stack([look_at(orbit_eye(az, el)) for az, el in ((-60, 10), (0, 0), (60, -10))])
-        strip = render(build_scene(ident, FaceState.neutral(3)), views, default_intrinsics(), size=size // 2, supersample=2)
+        strip = render(
+            build_scene(ident, FaceState.neutral(3)), views, default_intrinsics(), size=size // 2, supersample=2
+        )
         _save_png(root / "portraits" / f"synthetic_{identity_id}_views.png", np.concatenate(list(strip), axis=1))
         utt = random_utterance(np.random.default_rng(k), seconds, pause=0.25)
         audio = synthesize(utt, Voice.from_identity(identity_vector(identity_id)), seed=k)
@@ -114,8 +132,9 @@ def _save_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m starcaster.synthetic", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m starcaster.synthetic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("preview", help="render a grid video of identities x cameras")
     p.add_argument("--out", default="preview.mp4")

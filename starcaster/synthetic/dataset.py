@@ -72,19 +72,33 @@ def _light(rng: np.random.Generator) -> np.ndarray:
     return np.array([rng.uniform(-0.7, 0.7), rng.uniform(0.15, 0.8), rng.uniform(0.5, 1.0)], np.float32)
 
 
-def render_reference(ident: HeadIdentity, size: int = 128, light=(-0.45, 0.55, 0.75), supersample: int = 1) -> np.ndarray:
+def render_reference(
+    ident: HeadIdentity, size: int = 128, light=(-0.45, 0.55, 0.75), supersample: int = 1
+) -> np.ndarray:
     """The frontal, neutral portrait of a head: what the model gets as its reference image."""
     scene = build_scene(ident, FaceState.neutral(1), light=light)
-    return render(scene, look_at(orbit_eye(0.0, 0.0))[None], default_intrinsics(), size=size, supersample=supersample)[0]
+    return render(scene, look_at(orbit_eye(0.0, 0.0))[None], default_intrinsics(), size=size, supersample=supersample)[
+        0
+    ]
 
 
-def make_clip(identity_id: int, seed: int = 0, num_frames: int = 18, size: int = 128, mode: str = "talk",
-              fps: float = FPS, sample_rate: int = SAMPLE_RATE, supersample: int = 1, utterance: Utterance | None = None,
-              speech: str = "formant") -> SyntheticClip:
+def make_clip(
+    identity_id: int,
+    seed: int = 0,
+    num_frames: int = 18,
+    size: int = 128,
+    mode: str = "talk",
+    fps: float = FPS,
+    sample_rate: int = SAMPLE_RATE,
+    supersample: int = 1,
+    utterance: Utterance | None = None,
+    speech: str = "formant",
+) -> SyntheticClip:
     """Render one clip. Deterministic in (identity_id, seed, and the other arguments).
 
     mode "talk": speech-driven mouth, head motion, blinks and a near-frontal camera. "orbit": a still, silent head seen
-    along a view-synthesis trajectory (the paper's spatial data). "mixed": talk, orbit, or talking under a moving camera.
+    along a view-synthesis trajectory (the paper's spatial data). "mixed": talk, orbit, or talking under a moving
+    camera.
     speech "formant" uses the built-in synthesiser; "espeak" real eSpeak NG speech (must be installed); "auto" uses
     eSpeak for about a third of talking clips when it is installed.
     """
@@ -106,11 +120,17 @@ def make_clip(identity_id: int, seed: int = 0, num_frames: int = 18, size: int =
     light = _light(rng)
 
     if talking:
-        use_espeak = utterance is None and (speech == "espeak" or (speech == "auto" and rng.random() < 1 / 3 and espeak.available()))
+        use_espeak = utterance is None and (
+            speech == "espeak" or (speech == "auto" and rng.random() < 1 / 3 and espeak.available())
+        )
         if use_espeak:
             audio, utt = espeak.speak_identity(rng, vector, seconds, sample_rate)
         else:
-            utt = (utterance.fit(seconds) if utterance is not None else random_utterance(rng, seconds, pause=rng.uniform(0.0, 0.3)))
+            utt = (
+                utterance.fit(seconds)
+                if utterance is not None
+                else random_utterance(rng, seconds, pause=rng.uniform(0.0, 0.3))
+            )
             audio = synthesize(utt, Voice.from_identity(vector), sample_rate=sample_rate, seed=int(rng.integers(2**31)))
         mouth = frame_average(mouth_control(utt), num_frames, fps)
         energy = np.sqrt(np.square(audio[: len(audio) // num_frames * num_frames]).reshape(num_frames, -1).mean(1))
@@ -121,17 +141,30 @@ def make_clip(identity_id: int, seed: int = 0, num_frames: int = 18, size: int =
         audio = np.zeros(int(round(seconds * sample_rate)), np.float32)
         state = FaceState.neutral(num_frames)
         state.pose[:] = np.concatenate([rng.normal(0, 3.0, 3), np.zeros(3)])
-    path, trajectory = (talk_camera(rng, num_frames, fps) if mode == "talk" else orbit_camera(rng, num_frames, fps))
+    path, trajectory = talk_camera(rng, num_frames, fps) if mode == "talk" else orbit_camera(rng, num_frames, fps)
 
     extrinsics, intrinsics = path.extrinsics.astype(np.float32), path.intrinsics.astype(np.float32)
     frames = render(build_scene(ident, state, light=light), extrinsics, intrinsics, size=size, supersample=supersample)
     return SyntheticClip(
-        frames=frames, audio=audio, sample_rate=sample_rate, fps=fps, cameras=camera_vector(extrinsics, intrinsics),
-        extrinsics=extrinsics, intrinsics=intrinsics, identity=vector, identity_id=int(identity_id),
-        mouth=state.mouth().astype(np.float32), pose=state.pose, blink=state.blink,
-        visemes=frame_visemes(utt, num_frames, fps), reference=render_reference(ident, size, light, supersample),
-        text=utt.text, phonemes=list(utt.phonemes), phoneme_durations=utt.durations.astype(np.float32),
-        mode="talk" if mode == "talk" else ("orbit" if mode == "orbit" else "talk+orbit"), trajectory=trajectory,
+        frames=frames,
+        audio=audio,
+        sample_rate=sample_rate,
+        fps=fps,
+        cameras=camera_vector(extrinsics, intrinsics),
+        extrinsics=extrinsics,
+        intrinsics=intrinsics,
+        identity=vector,
+        identity_id=int(identity_id),
+        mouth=state.mouth().astype(np.float32),
+        pose=state.pose,
+        blink=state.blink,
+        visemes=frame_visemes(utt, num_frames, fps),
+        reference=render_reference(ident, size, light, supersample),
+        text=utt.text,
+        phonemes=list(utt.phonemes),
+        phoneme_durations=utt.durations.astype(np.float32),
+        mode="talk" if mode == "talk" else ("orbit" if mode == "orbit" else "talk+orbit"),
+        trajectory=trajectory,
     )
 
 
@@ -164,8 +197,18 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
     and read back on the next epoch.
     """
 
-    def __init__(self, split: str = "train", num_frames: int = 18, size: int = 128, mode: str = "talk", seed: int = 0,
-                 cache_dir=None, length: int | None = None, supersample: int = 1, speech: str = "formant"):
+    def __init__(
+        self,
+        split: str = "train",
+        num_frames: int = 18,
+        size: int = 128,
+        mode: str = "talk",
+        seed: int = 0,
+        cache_dir=None,
+        length: int | None = None,
+        supersample: int = 1,
+        speech: str = "formant",
+    ):
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}.")
         if mode not in MODES:
@@ -192,12 +235,22 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
     def clip(self, index: int) -> SyntheticClip:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length} clips.")
-        key = f"{self.split}-s{self.seed}-{self.mode}-{self.speech}-f{self.num_frames}-p{self.size}x{self.supersample}-{index}.npz"
+        config = f"{self.mode}-{self.speech}-f{self.num_frames}-p{self.size}x{self.supersample}"
+        key = f"{self.split}-s{self.seed}-{config}-{index}.npz"
         if self.cache_dir is not None and (self.cache_dir / key).exists():
             return load_clip(self.cache_dir / key)
-        clip_seed = int(np.random.default_rng([self.seed, int(index), 1 if self.split == "eval" else 0]).integers(2**31))
-        clip = make_clip(self.identity_of(index), clip_seed, num_frames=self.num_frames, size=self.size, mode=self.mode,
-                         supersample=self.supersample, speech=self.speech)
+        clip_seed = int(
+            np.random.default_rng([self.seed, int(index), 1 if self.split == "eval" else 0]).integers(2**31)
+        )
+        clip = make_clip(
+            self.identity_of(index),
+            clip_seed,
+            num_frames=self.num_frames,
+            size=self.size,
+            mode=self.mode,
+            supersample=self.supersample,
+            speech=self.speech,
+        )
         if self.cache_dir is not None:
             save_clip(clip, self.cache_dir / key)
         return clip
@@ -206,4 +259,12 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
         return self.clip(index).to_tensors()
 
 
-__all__ = ["SyntheticClip", "SyntheticTalkingHeads", "make_clip", "render_reference", "TRAIN_IDS", "EVAL_IDS", "VISEMES"]
+__all__ = [
+    "SyntheticClip",
+    "SyntheticTalkingHeads",
+    "make_clip",
+    "render_reference",
+    "TRAIN_IDS",
+    "EVAL_IDS",
+    "VISEMES",
+]

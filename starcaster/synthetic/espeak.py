@@ -19,19 +19,81 @@ _LOCK = threading.Lock()
 _STATE = {}
 # eSpeak mnemonic (stress and length marks removed) -> our phoneme. Diphthongs map to their dominant mouth shape.
 _MAP = {
-    "a": "ae", "a#": "ah", "A": "aa", "A@": "aa", "aa": "aa", "@": "ah", "@2": "ah", "@5": "ah", "@L": "l", "V": "ah",
-    "3": "er", "3:": "er", "E": "eh", "e": "eh", "e@": "eh", "eI": "eh", "I": "ih", "I2": "ih", "I#": "ih", "i": "iy",
-    "i@": "iy", "0": "ao", "O": "ao", "O@": "ao", "OI": "ao", "o@": "ow", "oU": "ow", "U": "uh", "U@": "uh", "u": "uw",
-    "aI": "aa", "aU": "aa", "aI@": "aa", "aU@": "aa", "p": "p", "b": "b", "m": "m", "f": "f", "v": "v", "T": "th",
-    "D": "th", "t": "t", "d": "d", "n": "n", "l": "l", "k": "k", "g": "g", "N": "n", "s": "s", "z": "z", "S": "sh",
-    "Z": "sh", "tS": "ch", "dZ": "ch", "r": "r", "r-": "r", "w": "w", "j": "y", "h": "hh", "t#": "t", "?": "sil",
+    "a": "ae",
+    "a#": "ah",
+    "A": "aa",
+    "A@": "aa",
+    "aa": "aa",
+    "@": "ah",
+    "@2": "ah",
+    "@5": "ah",
+    "@L": "l",
+    "V": "ah",
+    "3": "er",
+    "3:": "er",
+    "E": "eh",
+    "e": "eh",
+    "e@": "eh",
+    "eI": "eh",
+    "I": "ih",
+    "I2": "ih",
+    "I#": "ih",
+    "i": "iy",
+    "i@": "iy",
+    "0": "ao",
+    "O": "ao",
+    "O@": "ao",
+    "OI": "ao",
+    "o@": "ow",
+    "oU": "ow",
+    "U": "uh",
+    "U@": "uh",
+    "u": "uw",
+    "aI": "aa",
+    "aU": "aa",
+    "aI@": "aa",
+    "aU@": "aa",
+    "p": "p",
+    "b": "b",
+    "m": "m",
+    "f": "f",
+    "v": "v",
+    "T": "th",
+    "D": "th",
+    "t": "t",
+    "d": "d",
+    "n": "n",
+    "l": "l",
+    "k": "k",
+    "g": "g",
+    "N": "n",
+    "s": "s",
+    "z": "z",
+    "S": "sh",
+    "Z": "sh",
+    "tS": "ch",
+    "dZ": "ch",
+    "r": "r",
+    "r-": "r",
+    "w": "w",
+    "j": "y",
+    "h": "hh",
+    "t#": "t",
+    "?": "sil",
 }
 
 
 class _Event(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
-                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
-                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),
+    ]
 
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
@@ -86,7 +148,9 @@ def speak(text: str, voice: str = "en-us", rate: int = 160, pitch: int = 50, sam
     with _LOCK:
         lib = _library()
         if lib is None:
-            raise ValueError("eSpeak NG is not installed: `apt-get install espeak-ng` (or use the formant synthesiser).")
+            raise ValueError(
+                "eSpeak NG is not installed: `apt-get install espeak-ng` (or use the formant synthesiser)."
+            )
         audio, marks = _STATE["buffers"]
         audio.clear()
         marks.clear()
@@ -114,10 +178,12 @@ def speak(text: str, voice: str = "en-us", rate: int = 160, pitch: int = 50, sam
     return wave, utt.fit(len(wave) / sample_rate)
 
 
-_WORDS = ("the a my your this that one two three red blue green small big old new good bright quiet happy "
-          "cat dog bird house tree river road window morning evening friend teacher music story answer picture "
-          "sees finds keeps opens reads brings builds paints moves says likes wants needs makes takes "
-          "today slowly often never always here there again very really").split()
+_WORDS = (
+    "the a my your this that one two three red blue green small big old new good bright quiet happy "
+    "cat dog bird house tree river road window morning evening friend teacher music story answer picture "
+    "sees finds keeps opens reads brings builds paints moves says likes wants needs makes takes "
+    "today slowly often never always here there again very really"
+).split()
 
 
 def random_sentence(rng: np.random.Generator, words: int = 12) -> str:
@@ -129,8 +195,13 @@ def speak_identity(rng: np.random.Generator, vector, seconds: float, sample_rate
     """Real speech for a clip: a random sentence in a voice picked by the identity, windowed to `seconds`."""
     u = np.asarray(vector, np.float64).reshape(-1)
     variant = ["m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4", "f5"][min(int(u[-2] * 10), 9)]
-    audio, utt = speak(random_sentence(rng, int(6 + 4 * seconds)), voice=f"en-us+{variant}", rate=int(135 + 50 * u[-1]),
-                       pitch=int(30 + 40 * u[-2]), sample_rate=sample_rate)
+    audio, utt = speak(
+        random_sentence(rng, int(6 + 4 * seconds)),
+        voice=f"en-us+{variant}",
+        rate=int(135 + 50 * u[-1]),
+        pitch=int(30 + 40 * u[-2]),
+        sample_rate=sample_rate,
+    )
     total = int(round(seconds * sample_rate))
     start = int(rng.integers(0, max(len(audio) - total, 0) + 1))
     clip = np.zeros(total, np.float32)

@@ -21,7 +21,8 @@ class FaceState:
     Mouth values are in [0, 1]: `jaw_open` (0 closed teeth, 1 wide open), `rounding` (lips pushed forward and narrowed,
     as in /u/), `spreading` (lips stretched sideways, as in /i/), `closure` (lips pressed together, as in /p b m/).
     `blink` is 0 for an open eye and 1 for a closed one. `pose` is (F, 6): yaw, pitch, roll in degrees (conventions in
-    `head_rotation`) then the translation tx, ty, tz in world units. `gaze` is (F, 2): horizontal and vertical eye rotation in degrees.
+    `head_rotation`) then the translation tx, ty, tz in world units. `gaze` is (F, 2): horizontal and vertical eye
+    rotation in degrees.
     """
 
     jaw_open: np.ndarray
@@ -37,10 +38,15 @@ class FaceState:
         for f in fields(self):
             value = np.asarray(getattr(self, f.name), dtype=np.float32)
             if len(value) != n:
-                raise ValueError(f"FaceState.{f.name} has {len(value)} frames but jaw_open has {n}; give every field one row per frame.")
+                raise ValueError(
+                    f"FaceState.{f.name} has {len(value)} frames but jaw_open has {n}; "
+                    "give every field one row per frame."
+                )
             setattr(self, f.name, value)
         if self.pose.shape != (n, 6):
-            raise ValueError(f"FaceState.pose must be (frames, 6) = yaw, pitch, roll, tx, ty, tz; got {self.pose.shape}.")
+            raise ValueError(
+                f"FaceState.pose must be (frames, 6) = yaw, pitch, roll, tx, ty, tz; got {self.pose.shape}."
+            )
         if self.gaze.shape != (n, 2):
             raise ValueError(f"FaceState.gaze must be (frames, 2); got {self.gaze.shape}.")
 

@@ -21,7 +21,9 @@ def _smooth_noise(rng, num_frames: int, fps: float, sigma_s: float) -> np.ndarra
     return out[:num_frames]
 
 
-def head_motion(rng: np.random.Generator, num_frames: int, fps: float = 25.0, speech_energy=None, amplitude: float = 1.0) -> np.ndarray:
+def head_motion(
+    rng: np.random.Generator, num_frames: int, fps: float = 25.0, speech_energy=None, amplitude: float = 1.0
+) -> np.ndarray:
     """(F, 6) pose: yaw, pitch, roll (degrees), tx, ty, tz (world units).
 
     `speech_energy` (F,), if given, adds small nods locked to the speech envelope.

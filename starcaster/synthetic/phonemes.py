@@ -178,7 +178,9 @@ def frame_average(control: np.ndarray, num_frames: int, fps: float) -> np.ndarra
     edges = np.round(np.arange(num_frames + 1) / fps * CONTROL_RATE).astype(int)
     edges = np.clip(edges, 0, len(control))
     cums = np.concatenate([np.zeros((1,) + control.shape[1:]), np.cumsum(control, 0)])
-    return (cums[edges[1:]] - cums[edges[:-1]]) / np.maximum(edges[1:] - edges[:-1], 1)[(...,) + (None,) * (control.ndim - 1)]
+    return (cums[edges[1:]] - cums[edges[:-1]]) / np.maximum(edges[1:] - edges[:-1], 1)[
+        (...,) + (None,) * (control.ndim - 1)
+    ]
 
 
 def frame_visemes(utt: Utterance, num_frames: int, fps: float) -> np.ndarray:

@@ -26,7 +26,8 @@ class Ellipsoid:
 
     `center`, `radii`, `rotation` (columns: the ellipsoid's axes) are in head coordinates when `attached` (the part
     follows the head pose) and in world coordinates otherwise. `sides` is "front" (entry surface), "back" (the inner
-    wall, for cavities) or "both" (open shells such as hair). `clips` are (normal, offset) pairs keeping n . p >= offset.
+    wall, for cavities) or "both" (open shells such as hair). `clips` are (normal, offset) pairs keeping
+    n . p >= offset.
     """
 
     name: str
@@ -73,7 +74,11 @@ def _world_parts(scene: Scene, frames: slice):
     for part in scene.parts:
         center = _frames(part.center, len(scene), (3,))[frames]
         radii = _frames(part.radii, len(scene), (3,))[frames]
-        axes = np.broadcast_to(np.eye(3, dtype=np.float32), (n, 3, 3)) if part.rotation is None else _frames(part.rotation, len(scene), (3, 3))[frames]
+        axes = (
+            np.broadcast_to(np.eye(3, dtype=np.float32), (n, 3, 3))
+            if part.rotation is None
+            else _frames(part.rotation, len(scene), (3, 3))[frames]
+        )
         planes = [(_frames(pn, len(scene), (3,))[frames], _frames(po, len(scene), ())[frames]) for pn, po in part.clips]
         if part.attached:
             axes = rot @ axes
@@ -107,7 +112,9 @@ def camera_rays(extrinsics: np.ndarray, intrinsics: np.ndarray, size: int):
     return origin, np.einsum("fij,fpj->fpi", rot_t, d_cam)
 
 
-def render(scene: Scene, extrinsics, intrinsics, size: int = 128, supersample: int = 1, chunk: int = 6, buffers: bool = False):
+def render(
+    scene: Scene, extrinsics, intrinsics, size: int = 128, supersample: int = 1, chunk: int = 6, buffers: bool = False
+):
     """Render F frames to uint8 (F, size, size, 3).
 
     With `buffers=True` also returns depth (F, size, size) (camera z, inf on background) and the index of the part
@@ -117,7 +124,9 @@ def render(scene: Scene, extrinsics, intrinsics, size: int = 128, supersample: i
         raise ValueError(f"size must be >= 8 and supersample >= 1 (got {size}, {supersample}).")
     ext = np.asarray(extrinsics, np.float32).reshape(-1, 4, 4)
     if len(ext) != len(scene):
-        raise ValueError(f"the scene has {len(scene)} frames but {len(ext)} cameras were given; give one camera per frame.")
+        raise ValueError(
+            f"the scene has {len(scene)} frames but {len(ext)} cameras were given; give one camera per frame."
+        )
     intr = np.asarray(intrinsics, np.float32).reshape(-1, 3, 3)
     intr = np.broadcast_to(intr, (len(ext), 3, 3)) if len(intr) == 1 else intr
     hi = size * supersample
@@ -194,7 +203,7 @@ def _render_chunk(scene: Scene, frames: slice, ext, intr, size: int):
             continue
         box = (slice(None), slice(r0, r1), slice(c0, c1))
 
-        def inside(j, t):
+        def inside(j, t, box=box):
             return (t > t0s[j][box]) & (t < t1s[j][box])
 
         sides = {"front": (0,), "back": (1,), "both": (0, 1)}[part.sides]

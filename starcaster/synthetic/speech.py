@@ -31,7 +31,11 @@ class Voice:
     def from_identity(cls, vector) -> "Voice":
         """The voice of an identity vector (its last two entries), so each head speaks with its own voice."""
         u = np.asarray(vector, np.float64).reshape(-1)
-        return cls(f0=90.0 + 140.0 * float(u[-2]), tract=0.92 + 0.2 * float(u[-1]) + 0.1 * float(u[-2]), breath=0.02 + 0.03 * float(u[-1]))
+        return cls(
+            f0=90.0 + 140.0 * float(u[-2]),
+            tract=0.92 + 0.2 * float(u[-1]) + 0.1 * float(u[-2]),
+            breath=0.02 + 0.03 * float(u[-1]),
+        )
 
 
 def _control_tracks(utt: Utterance, voice: Voice, rng: np.random.Generator):

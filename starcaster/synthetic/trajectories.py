@@ -29,16 +29,25 @@ def orbit_camera(rng: np.random.Generator, num_frames: int, fps: float = 25.0, k
         full = max(num_frames, int(5 * fps))
         start = int(rng.integers(0, full - num_frames + 1))
         path = CameraPath.oscillation(full, seed=int(rng.integers(2**31)), fps=fps)
-        return CameraPath(path.extrinsics[start : start + num_frames], path.intrinsics[start : start + num_frames], fps=fps), kind
+        return CameraPath(
+            path.extrinsics[start : start + num_frames], path.intrinsics[start : start + num_frames], fps=fps
+        ), kind
     if kind == "sweep":
         start = (rng.uniform(-70, 70), rng.uniform(-35, 35))
         end = (rng.uniform(-70, 70), rng.uniform(-35, 35))
         return CameraPath.sweep(num_frames, start=start, end=end, fps=fps), kind
     if kind == "orbit":
         half = rng.uniform(20, 70)
-        path = CameraPath.orbit(num_frames, azimuth_range=(-half, half), elevation=rng.uniform(-20, 25),
-                                cycles=rng.uniform(0.3, 1.0), fps=fps)
+        path = CameraPath.orbit(
+            num_frames,
+            azimuth_range=(-half, half),
+            elevation=rng.uniform(-20, 25),
+            cycles=rng.uniform(0.3, 1.0),
+            fps=fps,
+        )
         return path, kind
     if kind == "static":
-        return CameraPath.static(num_frames, azimuth=rng.uniform(-70, 70), elevation=rng.uniform(-35, 35), fps=fps), kind
+        return CameraPath.static(
+            num_frames, azimuth=rng.uniform(-70, 70), elevation=rng.uniform(-35, 35), fps=fps
+        ), kind
     raise ValueError(f"unknown trajectory kind {kind!r}; use one of {TRAJECTORY_KINDS}.")
