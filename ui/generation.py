@@ -53,7 +53,7 @@ class Outputs:
     @classmethod
     def build(cls, seed: gr.Number, elem_prefix: str) -> "Outputs":
         streaming = can_stream()
-        video = gr.Video(label="Result", streaming=streaming, autoplay=True, interactive=False,
+        video = gr.Video(label="Result", streaming=streaming, autoplay=True, interactive=False, height=384,
                          elem_id=f"{elem_prefix}-video")
         if not streaming:
             gr.Markdown(f"*{FALLBACK_NOTE}*")

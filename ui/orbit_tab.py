@@ -6,7 +6,7 @@ import gradio as gr
 
 from . import camera_keyframes as ck
 from . import examples
-from .camera_editor import CameraEditor
+from .camera_editor import CameraEditor, on_json
 from .errors import user_errors
 from .generation import Controls, Outputs, run_stream, sampling_args, wire
 from .inputs import face_crop, read_audio
@@ -59,4 +59,11 @@ def build() -> None:
         trigger(preview, [image, aligned], [crop, crop_note], api_visibility="undocumented")
     inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs()
     wire(button, stop, generate, inputs, outputs, api_name="orbit")
-    examples.orbit_examples([image, audio, aligned, editor.json])
+    examples.orbit_examples([image, audio, aligned, editor.json], load_camera=_example_camera,
+                            camera_outputs=[editor.table, editor.plot])
+
+
+def _example_camera(image, audio, aligned, camera_json):
+    """An example's camera path goes into the editor's table and figure too."""
+    _, rows, fig = on_json(camera_json)
+    return rows, fig

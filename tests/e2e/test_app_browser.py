@@ -121,7 +121,7 @@ def test_orbit_generation_plays(page, shots, portrait_png):
     page.get_by_role("tab", name="Free-viewpoint orbit").click()
     page.locator("#orbit-image input[type=file]").set_input_files(portrait_png)
     page.locator("#orbit-aligned input").check()
-    page.wait_for_selector("#orbit-crop img", timeout=20000)  # the crop preview the model will see
+    page.wait_for_selector("#orbit-crop img", state="attached", timeout=20000)  # the crop preview the model will see
     page.locator("#orbit-seconds input[type=number]").fill("1")
     page.locator("#orbit-seconds input[type=number]").press("Enter")
     page.get_by_text("Sampling").last.click()
