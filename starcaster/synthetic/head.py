@@ -160,7 +160,7 @@ def head_parts(ident: HeadIdentity, state: FaceState) -> list:
     n = len(state)
     sw, sh, sd, skin = ident.width, ident.height, ident.depth, tuple(ident.skin)
     cranium = (np.array([0, 0.055 * sh, -0.025]), np.array([0.122 * sw, 0.135 * sh, 0.148 * sd]))
-    face = (np.array([0, -0.01, 0.015]), np.array([0.112 * sw, 0.14 * sh, 0.11 * sd]))
+    face = (np.array([0, -0.01, -0.015]), np.array([0.112 * sw, 0.14 * sh, 0.14 * sd]))
     # The jaw ellipsoid is the muzzle and chin: narrower than the face so the union has no side bulges.
     jaw = (
         np.array([0, -0.09 * sh, 0.035]),
@@ -220,7 +220,7 @@ def head_parts(ident: HeadIdentity, state: FaceState) -> list:
         ),
         Ellipsoid(
             "lip_upper",
-            np.concatenate([zero, my + gap / 2 + 0.55 * lt, zm + 0.002 + 0.012 * rnd], 1),
+            np.concatenate([zero, my + gap / 2 + 0.55 * lt, zm - 0.004 + 0.012 * rnd], 1),
             np.concatenate([half_w, lt, 0.013 + 0.004 * rnd], 1),
             tuple(ident.lips),
             material="lip",
@@ -229,7 +229,7 @@ def head_parts(ident: HeadIdentity, state: FaceState) -> list:
         ),
         Ellipsoid(
             "lip_lower",
-            np.concatenate([zero, my - gap / 2 - 0.6 * lt, zm + 0.0 + 0.012 * rnd], 1),
+            np.concatenate([zero, my - gap / 2 - 0.6 * lt, zm - 0.006 + 0.012 * rnd], 1),
             np.concatenate([half_w * 0.92, lt * 1.15, 0.014 + 0.004 * rnd], 1),
             tuple(ident.lips * 1.04),
             material="lip",
@@ -238,7 +238,7 @@ def head_parts(ident: HeadIdentity, state: FaceState) -> list:
         ),
     ]
     parts += _eyes(ident, state, face, skin_shapes + [cranium])
-    parts += _nose(ident, face, skin_shapes)
+    parts += _nose(ident, face, skin_shapes + [cranium])
     parts += _ears_neck_body(ident)
     parts += _hair(ident, cranium)
     return parts
@@ -251,7 +251,7 @@ def _eyes(ident, state, face, skin_shapes):
     blink = np.asarray(state.blink, np.float32)
     for i, s in enumerate((-1, 1)):
         ex, ey = s * ident.eye_spacing * ident.width, ident.eye_height
-        zf = _front_z([face], ex, ey)
+        zf = _front_z(skin_shapes, ex, ey)
         center = np.array([ex, ey, zf - 0.78 * re], np.float32)
         # The gaze turns the eyeball; its local +z carries the iris.
         gaze = rot_y(np.deg2rad(state.gaze[:, 0]) + s * 0.04) @ rot_x(-np.deg2rad(state.gaze[:, 1]))
@@ -306,7 +306,7 @@ def _nose(ident, face, skin_shapes):
     parts = [
         Ellipsoid(
             "nose_bridge",
-            (0, top - 0.03 * nl, _front_z([face], 0, top - 0.03 * nl) - 0.004 + 0.006 * nd),
+            (0, top - 0.03 * nl, _front_z(skin_shapes, 0, top - 0.03 * nl) - 0.004 + 0.006 * nd),
             (0.012 * nw, 0.042 * nl, 0.016 * nd),
             skin,
             rotation=rot_x(-0.38)[0],
