@@ -13,9 +13,11 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-SPEECH_SECONDS = 1.5
+from ui.inputs import max_seconds  # noqa: E402
+
+SPEECH_SECONDS = 0.6  # one 16-frame segment: the tiny model samples slowly on 2 shared cores
 SAMPLE_RATE = 16000
-SAMPLING = dict(seed=3, randomize=False, steps=2, guidance=3.0, audio_s=1.0, identity_s=1.0, camera_s=1.0)
+SAMPLING = dict(seed=3, randomize=False, steps=1, guidance=3.0, audio_s=1.0, identity_s=1.0, camera_s=1.0)
 
 
 def _wav(path, samples, rate=SAMPLE_RATE):
@@ -98,27 +100,6 @@ def _assert_video(result, seconds, pipe):
     return info, seed
 
 
-def test_portrait_endpoint_returns_talking_mp4(client, files, pipe):
-    _, seed = _assert_video(_portrait(client, files), SPEECH_SECONDS, pipe)
-    assert seed == SAMPLING["seed"]
-
-
-def test_identity_endpoint_from_photo(client, files, pipe):
-    result = client.predict(handle_file(files["portrait"]), None, handle_file(files["speech"]), True,
-                            *SAMPLING.values(), api_name="/identity")
-    _assert_video(result, SPEECH_SECONDS, pipe)
-
-
-def test_orbit_endpoint_silent_with_keyframes_and_random_seed(client, files, pipe):
-    camera = json.dumps({"num_frames": 10, "fps": 25, "keyframes": [
-        {"frame": 0, "azimuth": -40, "elevation": 5}, {"frame": 9, "azimuth": 40, "elevation": -5}]})
-    sampling = {**SAMPLING, "randomize": True}
-    result = client.predict(handle_file(files["portrait"]), None, camera, 1.0, True, *sampling.values(),
-                            api_name="/orbit")
-    info, seed = _assert_video(result, 1.0, pipe)  # the path is stretched over the requested second
-    assert isinstance(seed, int) and 0 <= seed < 2**31 and f"seed {seed}" in result[3]
-
-
 @pytest.mark.parametrize(
     "case, expected",
     [
@@ -151,18 +132,35 @@ def test_bad_input_is_reported_and_app_keeps_answering(client, files, pipe, tmp_
         elif case == "no_face":
             image, aligned = files["flat"], False
         elif case == "too_long_audio":
-            audio = _wav(tmp_path / "long.wav", _speech_like(pipe.max_audio_seconds + 2))
+            audio = _wav(tmp_path / "long.wav", _speech_like(max_seconds(pipe) + 2))
         else:
             audio = files[case.split("_")[0]]
         call = lambda: _portrait(client, files, image=image, audio=audio, aligned=aligned)  # noqa: E731
     with pytest.raises(Exception) as info:
         call()
     assert expected in str(info.value).lower(), str(info.value)
-    # The app is still healthy: the same client gets a normal answer from the preview endpoint-free API info.
-    assert "/portrait" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert "Traceback" not in str(info.value)
 
 
-def test_next_request_works_after_errors(client, files, pipe):
-    with pytest.raises(Exception):
-        _portrait(client, files, audio=files["silent"])
-    _assert_video(_portrait(client, files), SPEECH_SECONDS, pipe)
+def test_portrait_endpoint_returns_talking_mp4_after_bad_requests(client, files, pipe):
+    """Runs after the bad-input tests above: the next request after all those errors still works."""
+    _, seed = _assert_video(_portrait(client, files), SPEECH_SECONDS, pipe)
+    assert seed == SAMPLING["seed"]
+
+
+def test_identity_endpoint_from_photo(client, files, pipe):
+    result = client.predict(handle_file(files["portrait"]), None, handle_file(files["speech"]), True,
+                            *SAMPLING.values(), api_name="/identity")
+    _assert_video(result, SPEECH_SECONDS, pipe)
+
+
+def test_orbit_endpoint_silent_with_keyframes_and_random_seed(client, files, pipe):
+    camera = json.dumps({"num_frames": 10, "fps": 25, "keyframes": [
+        {"frame": 0, "azimuth": -40, "elevation": 5}, {"frame": 9, "azimuth": 40, "elevation": -5}]})
+    sampling = {**SAMPLING, "randomize": True}
+    result = client.predict(handle_file(files["portrait"]), None, camera, SPEECH_SECONDS, True, *sampling.values(),
+                            api_name="/orbit")
+    info, seed = _assert_video(result, SPEECH_SECONDS, pipe)  # the 10-frame path is stretched over the video
+    assert isinstance(seed, int) and 0 <= seed < 2**31 and f"seed {seed}" in result[3]
+
+

@@ -9,6 +9,14 @@ import numpy as np
 ALIGNED_HINT = ('If the image is already an aligned, centred portrait (like the bundled examples), tick '
                 '"Already an aligned portrait" to skip face detection.')
 SILENCE_PEAK = 1e-3  # below this the "speech" is inaudible: the mouth would not move
+MAX_SECONDS_ENV = "STARCASTER_MAX_SECONDS"
+DEFAULT_MAX_SECONDS = 30.0  # a shared demo: one visitor's ten-minute clip would hold the model slot for everyone
+
+
+def max_seconds(pipe) -> float:
+    """The longest audio (or silent orbit) the demo accepts: the pipeline's limit, capped for a shared server."""
+    cap = float(os.environ.get(MAX_SECONDS_ENV, DEFAULT_MAX_SECONDS))
+    return min(float(pipe.max_audio_seconds), cap)
 
 
 def face_crop(pipe, image, already_aligned: bool):
@@ -37,7 +45,7 @@ def read_audio(pipe, audio, *, required: bool, allow_silent: bool = False):
         return None
     from starcaster.video import load_audio
 
-    samples = np.asarray(load_audio(audio, pipe.sample_rate, pipe.max_audio_seconds), dtype=np.float32)
+    samples = np.asarray(load_audio(audio, pipe.sample_rate, max_seconds(pipe)), dtype=np.float32)
     if samples.size == 0:
         raise ValueError("The audio file is empty.")
     if not np.all(np.isfinite(samples)):

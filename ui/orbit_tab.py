@@ -9,7 +9,7 @@ from . import examples
 from .camera_editor import CameraEditor, on_json
 from .errors import user_errors
 from .generation import Controls, Outputs, run_stream, sampling_args, wire
-from .inputs import face_crop, read_audio
+from .inputs import face_crop, max_seconds, read_audio
 from .model import get_pipeline
 from .portrait_tab import preview
 
@@ -24,8 +24,8 @@ def generate(image, audio, camera_json, seconds, already_aligned, seed, randomiz
     if sound is not None:
         num_frames = max(1, round(len(sound[0]) / sound[1] * pipe.fps))  # the audio sets the length
     else:
-        if seconds is None or not 0 < float(seconds) <= pipe.max_audio_seconds:
-            raise ValueError(f"The length must be between 0 and {pipe.max_audio_seconds:g} seconds.")
+        if seconds is None or not 0 < float(seconds) <= max_seconds(pipe):
+            raise ValueError(f"The length must be between 0 and {max_seconds(pipe):g} seconds.")
         num_frames = max(1, round(float(seconds) * pipe.fps))
     camera = camera.resample(num_frames)  # the drawn path is stretched over the whole video
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)

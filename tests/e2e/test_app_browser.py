@@ -122,11 +122,11 @@ def test_orbit_generation_plays(page, shots, portrait_png):
     page.locator("#orbit-image input[type=file]").set_input_files(portrait_png)
     page.locator("#orbit-aligned input").check()
     page.wait_for_selector("#orbit-crop img", state="attached", timeout=20000)  # the crop preview the model will see
-    page.locator("#orbit-seconds input[type=number]").fill("1")
+    page.locator("#orbit-seconds input[type=number]").fill("0.6")
     page.locator("#orbit-seconds input[type=number]").press("Enter")
     page.get_by_text("Sampling").last.click()
     steps = page.locator("#orbit-steps input[type=number]")
-    steps.fill("2")
+    steps.fill("1")
     steps.press("Enter")
     page.locator("#orbit-run").click()
     page.wait_for_function(
