@@ -46,7 +46,9 @@ class StreamScales:
                 raise ValueError(f"StreamScales.{name} must be a finite number, got {value}")
             object.__setattr__(self, name, value)
         if self.reference < 0:
-            raise ValueError(f"StreamScales.reference weights attention to the bank and must be >= 0, got {self.reference}")
+            raise ValueError(
+                f"StreamScales.reference weights attention to the bank and must be >= 0, got {self.reference}"
+            )
 
 
 @dataclass
@@ -111,8 +113,9 @@ class MultiSourceCrossAttnProcessor(nn.Module):
         to_k = attn.to_k
         processor = cls(to_k.in_features, to_k.out_features).to(device=to_k.weight.device, dtype=to_k.weight.dtype)
         with torch.no_grad():
-            for k_proj, v_proj in ((processor.to_k_audio, processor.to_v_audio), (processor.to_k_camera, processor.to_v_camera)):
+            for k_proj in (processor.to_k_audio, processor.to_k_camera):
                 k_proj.weight.copy_(to_k.weight)
+            for v_proj in (processor.to_v_audio, processor.to_v_camera):
                 v_proj.weight.zero_()
         return processor
 

@@ -126,8 +126,8 @@ def make_reference_unet(unet2d: "UNet2DConditionModel") -> "UNet2DConditionModel
     reference_unet = copy.deepcopy(unet2d)
     reference_unet.requires_grad_(False)
     reference_unet.eval()
-    writers = {layer + ".processor": ReferenceWriterAttnProcessor(layer) for layer in self_attention_layers(reference_unet)}
-    processors = {name: writers.get(name, ReferenceWriterAttnProcessor(None)) for name in reference_unet.attn_processors}
+    writers = {f"{layer}.processor": layer for layer in self_attention_layers(reference_unet)}
+    processors = {name: ReferenceWriterAttnProcessor(writers.get(name)) for name in reference_unet.attn_processors}
     reference_unet.set_attn_processor(processors)
     return reference_unet
 

@@ -157,7 +157,9 @@ class STARCasterModel(nn.Module):
         if motion_adapter is None:
             adapter, fresh = build_motion_adapter(base, config), True
         else:
-            adapter = motion_adapter if isinstance(motion_adapter, MotionAdapter) else load_motion_adapter(motion_adapter)
+            adapter = motion_adapter
+            if not isinstance(adapter, MotionAdapter):
+                adapter = load_motion_adapter(adapter)
             check_motion_adapter(base, adapter)
             fresh = False
             # Record the adapter's real shape so that save_adapters/from_pretrained rebuild the same blocks.
@@ -181,7 +183,11 @@ class STARCasterModel(nn.Module):
             unet,
             make_reference_unet(unet2d),
             AudioProjection(
-                config.feature_dim, config.audio_window, config.audio_tokens, cross_attention_dim, config.audio_hidden_dim
+                config.feature_dim,
+                config.audio_window,
+                config.audio_tokens,
+                cross_attention_dim,
+                config.audio_hidden_dim,
             ),
             CameraProjection(config.camera_tokens, cross_attention_dim, config.camera_dim, config.camera_hidden_dim),
         )
@@ -317,16 +323,14 @@ class STARCasterModel(nn.Module):
         try:
             data = json.loads(config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{config_path} is not valid JSON ({error}); it should hold the STARCasterConfig") from None
+            raise ValueError(f"{config_path} is not valid JSON ({error}); it should hold a STARCasterConfig") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{config_path} should hold a JSON object (the STARCasterConfig), got {type(data).__name__}")
+            raise ValueError(f"{config_path} should hold a JSON object (a STARCasterConfig), not {type(data).__name__}")
         base = data.get("_base_unet", {})
         for key in BASE_KEYS:
-            want, got = base.get(key), unet2d.config[key]
-            if want is not None and (list(want) if isinstance(want, (list, tuple)) else want) != (
-                list(got) if isinstance(got, (list, tuple)) else got
-            ):
-                raise ValueError(f"the adapters in {folder} were made for a 2D UNet with {key}={want}, got {got}")
+            got = json.loads(json.dumps(unet2d.config[key]))  # tuples -> lists, as stored
+            if key in base and base[key] != got:
+                raise ValueError(f"the adapters in {folder} were made for a 2D UNet with {key}={base[key]}, got {got}")
         try:
             tensors = load_file(weights_path)
         except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
