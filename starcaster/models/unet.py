@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -100,6 +102,22 @@ def zero_init_motion_outputs(unet: UNetMotionModel) -> None:
             nn.init.zeros_(module.bias)
 
 
+@contextmanager
+def quiet_empty_float32_warning():
+    """diffusers' from_unet2d casts with `.to(dtype)`, which warns that an *empty* list of modules "should be kept in
+    float32"; nothing is wrong, so hide exactly that message (only while inflating)."""
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def install_processors(unet: UNetMotionModel) -> None:
     """Multi-source cross-attention on spatial attn2, reference-reading self-attention on spatial attn1."""
     processors = {}
@@ -171,7 +189,8 @@ class STARCasterModel(nn.Module):
                 use_motion_mid_block=adapter.config["use_motion_mid_block"],
             )
 
-        unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+        with quiet_empty_float32_warning():
+            unet = UNetMotionModel.from_unet2d(unet2d, adapter)
         if fresh:
             zero_init_motion_outputs(unet)
         install_processors(unet)
