@@ -54,8 +54,9 @@ def build() -> None:
         with gr.Column():
             outputs = Outputs.build(controls.seed, "identity")
 
-    for trigger in (image.change, aligned.change):
-        trigger(preview, [image, aligned], [crop, crop_note], api_visibility="undocumented")
+    # One dependency for both triggers, always the last: a slow preview of the old settings never overwrites a new one.
+    gr.on([image.change, aligned.change], preview, [image, aligned], [crop, crop_note], trigger_mode="always_last",
+          api_visibility="undocumented")
     inputs = [image, embedding, audio, aligned] + controls.inputs()
     wire(button, stop, generate, inputs, outputs, api_name="identity")
     examples.identity_examples([image, audio, aligned])

@@ -55,8 +55,9 @@ def build() -> None:
             editor = CameraEditor(seconds)
             outputs = Outputs.build(controls.seed, "orbit")
 
-    for trigger in (image.change, aligned.change):
-        trigger(preview, [image, aligned], [crop, crop_note], api_visibility="undocumented")
+    # One dependency for both triggers, always the last: a slow preview of the old settings never overwrites a new one.
+    gr.on([image.change, aligned.change], preview, [image, aligned], [crop, crop_note], trigger_mode="always_last",
+          api_visibility="undocumented")
     inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs()
     wire(button, stop, generate, inputs, outputs, api_name="orbit")
     examples.orbit_examples([image, audio, aligned, editor.json], load_camera=_example_camera,
