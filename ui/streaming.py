@@ -8,7 +8,6 @@ chunk makes the whole stream silent.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -57,7 +56,7 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
     all_frames, all_audio = [], []
     pending_frames, pending_audio = [], []
     fps = sample_rate = None
-    with contextlib.closing(segments):
+    try:
         for seg in segments:
             fps, sample_rate = seg.fps, seg.sample_rate
             frames = np.asarray(seg.frames)
@@ -78,6 +77,10 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
                 update.final = os.path.join(out_dir, "starcaster.mp4")
                 write_mp4(update.final, np.concatenate(all_frames), fps, np.concatenate(all_audio), sample_rate)
             yield update
+    finally:
+        close = getattr(segments, "close", None)  # a generator: stops the sampler where it is
+        if close is not None:
+            close()
     if not all_frames:
         raise ValueError("The model produced no frames: is the audio or the requested length empty?")
 
