@@ -27,7 +27,7 @@ def face_crop(pipe, image, already_aligned: bool):
         portrait = pipe.prepare_portrait(image, already_aligned=bool(already_aligned))
     except ValueError as exc:
         message = str(exc)
-        if not already_aligned and "face" in message.lower():
+        if not already_aligned and "no face" in message.lower():  # several faces: the visitor should crop instead
             message = f"{message} {ALIGNED_HINT}"
         raise ValueError(message) from None
     if already_aligned or portrait.face is None:
