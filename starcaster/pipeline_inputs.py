@@ -125,8 +125,8 @@ def embed_face(face_embedder, portrait) -> torch.Tensor:
         param = next(face_embedder.parameters())
         x = torch.from_numpy(portrait.image).permute(2, 0, 1)[None].to(param) / 127.5 - 1.0
         return face_embedder(x).float().cpu()
-    landmarks = None if portrait.face is None else portrait.face.landmarks
-    return torch.from_numpy(np.asarray(face_embedder(portrait.image, landmarks), dtype=np.float32))[None]
+    # Landmarks in the aligned crop's coordinates (not the original photo's), which is the image ArcFace sees.
+    return torch.from_numpy(np.asarray(face_embedder(portrait.image, portrait.landmarks), dtype=np.float32))[None]
 
 
 def _identity_array(identity, expected: int) -> torch.Tensor:

@@ -41,7 +41,7 @@ class StreamUpdate:
 
     segment: int  # 1-based, for "segment k of K"
     num_segments: int
-    chunk: str | None = None  # a new .ts chunk to stream, when enough frames are buffered
+    chunk: str | None = None  # a new .mp4 chunk to stream, when enough frames are buffered
     final: str | None = None  # the complete mp4, on the last update only
     frames_done: int = 0
 
@@ -51,37 +51,41 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
 
     Closing this generator (the visitor pressed Stop) closes ``segments`` too, so the sampler stops between segments.
     """
-    from starcaster.video import write_chunk, write_mp4
+    from starcaster.video import VideoWriter, write_chunk
 
-    all_frames, all_audio = [], []
+    # The full video is encoded as segments arrive (VideoWriter), so memory holds one chunk, not the whole clip.
+    writer = None
     pending_frames, pending_audio = [], []
-    fps = sample_rate = None
+    frames_done = 0
     try:
         for seg in segments:
-            fps, sample_rate = seg.fps, seg.sample_rate
             frames = np.asarray(seg.frames)
             audio = _segment_audio(seg, len(frames))
-            all_frames.append(frames)
-            all_audio.append(audio)
+            if writer is None:
+                writer = VideoWriter(os.path.join(out_dir, "starcaster.mp4"), fps=seg.fps, sample_rate=seg.sample_rate)
+            writer.append(frames, audio=audio)
+            frames_done += len(frames)
             pending_frames.append(frames)
             pending_audio.append(audio)
 
             last = seg.index + 1 >= seg.num_segments
-            update = StreamUpdate(seg.index + 1, seg.num_segments, frames_done=sum(len(f) for f in all_frames))
-            buffered = sum(len(f) for f in pending_frames) / fps
+            update = StreamUpdate(seg.index + 1, seg.num_segments, frames_done=frames_done)
+            buffered = sum(len(f) for f in pending_frames) / seg.fps
             if streaming and (buffered >= min_chunk_seconds or last):
-                update.chunk = os.path.join(out_dir, f"chunk_{seg.index:04d}.ts")
-                write_chunk(update.chunk, np.concatenate(pending_frames), fps, np.concatenate(pending_audio), sample_rate)
+                update.chunk = os.path.join(out_dir, f"chunk_{seg.index:04d}.mp4")
+                write_chunk(update.chunk, np.concatenate(pending_frames), seg.fps, np.concatenate(pending_audio),
+                            seg.sample_rate)
                 pending_frames, pending_audio = [], []
             if last:
-                update.final = os.path.join(out_dir, "starcaster.mp4")
-                write_mp4(update.final, np.concatenate(all_frames), fps, np.concatenate(all_audio), sample_rate)
+                update.final = str(writer.close())
             yield update
     finally:
         close = getattr(segments, "close", None)  # a generator: stops the sampler where it is
         if close is not None:
             close()
-    if not all_frames:
+        if writer is not None and not writer.closed:
+            writer.abort()  # stopped early: no half-written mp4 left behind
+    if writer is None:
         raise ValueError("The model produced no frames: is the audio or the requested length empty?")
 
 
