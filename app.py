@@ -14,7 +14,7 @@ from ui.model import MODEL_ENV  # noqa: F401  (imports ``spaces`` first when pre
 
 import gradio as gr  # noqa: E402
 
-from ui import camera_editor, identity_tab, orbit_tab, portrait_tab  # noqa: E402
+from ui import camera_editor, capabilities, identity_tab, orbit_tab, portrait_tab  # noqa: E402
 from ui.errors import MAX_UPLOAD_SIZE  # noqa: E402
 from ui.model import get_pipeline, model_name  # noqa: E402
 from ui.streaming import OUTPUT_ROOT  # noqa: E402
@@ -25,12 +25,12 @@ INTRO = (
     "talking head. Each finished segment streams to the player as soon as it is ready."
 )
 
-
 def build_demo() -> gr.Blocks:
     if camera_editor.PLOTLY_JS:
         gr.set_static_paths([camera_editor.PLOTLY_JS])  # Plotly is served from the pip package, never a CDN
     with gr.Blocks(title="STARCaster", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}\n\nModel: `{model_name()}`")
+        capabilities.page_notice()  # what this model cannot do, before anyone tries
         with gr.Tabs():
             with gr.Tab("Portrait animation", id="portrait"):
                 portrait_tab.build()

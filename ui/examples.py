@@ -1,4 +1,8 @@
-"""Examples from ``assets/``: whatever portraits, speech and camera paths are there (any of them may be missing)."""
+"""Examples from ``assets/``: whatever portraits, speech and camera paths are there (any of them may be missing).
+
+Clicking an example fills the inputs and shows its video: generated on the first click (by anyone), then served from
+the lazy cache (``example_cache.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import glob
 import os
 
 import gradio as gr
+
+from .example_cache import cached_examples
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 MAX_EXAMPLES = 4
@@ -53,26 +59,32 @@ def _name(path) -> str:
     return os.path.splitext(os.path.basename(path))[0] if path else "silent"
 
 
-def _show(rows, inputs, label, labels=None, **kwargs):
+def _show(rows, inputs, label, labels=None, *, fn=None, outputs=None, task=None):
+    """Examples that fill ``inputs``; with ``fn`` (the task is available) they also show their cached video."""
+    if not rows:
+        return None
+    labels = labels or [" + ".join(_name(v) for v in row if isinstance(v, str)) for row in rows]
+    common = dict(label=label, examples_per_page=MAX_EXAMPLES, example_labels=labels)
+    if fn is None:  # the model cannot do this task: fill the inputs only, nothing to generate or cache
+        return gr.Examples(rows, inputs, cache_examples=False, **common)
     # The bundled portraits are already aligned renders of the synthetic world: detection is skipped for them.
-    # Clicking an example fills the inputs; generations are not cached: they stream, and on Spaces a default eager
-    # cache would run every example at start-up.
-    if rows:
-        gr.Examples(rows, inputs, label=label, examples_per_page=MAX_EXAMPLES, cache_examples=False,
-                    example_labels=labels or [" + ".join(_name(v) for v in row if isinstance(v, str)) for row in rows],
-                    **kwargs)
+    return cached_examples(rows, inputs, outputs, fn, task=task, api_name=f"{task}_example", **common)
 
 
-def portrait_examples(inputs):
-    _show([[img, snd, True] for img, snd in _pairs()], inputs, "Examples (bundled portraits and speech)")
+def portrait_examples(inputs, fn=None, outputs=None):
+    """Rows of (portrait, speech, aligned)."""
+    return _show([[img, snd, True] for img, snd in _pairs()], inputs, "Examples (bundled portraits and speech)",
+                 fn=fn, outputs=outputs, task="portrait")
 
 
-def identity_examples(inputs):
-    _show([[img, snd, True] for img, snd in _pairs()], inputs, "Examples")
+def identity_examples(inputs, fn=None, outputs=None):
+    """Rows of (photo, speech, aligned)."""
+    return _show([[img, snd, True] for img, snd in _pairs()], inputs, "Examples", fn=fn, outputs=outputs,
+                 task="identity")
 
 
-def orbit_examples(inputs, load_camera=None, camera_outputs=None):
-    """Rows of (portrait, speech or None, aligned, camera JSON); ``load_camera`` redraws the editor on click."""
+def orbit_examples(inputs, fn=None, outputs=None, load_camera=None, camera_outputs=None):
+    """Rows of (portrait, speech or None, aligned, camera JSON); ``load_camera(json)`` redraws the editor on click."""
     paths = cameras()
     rows, labels = [], []
     for i, (img, snd) in enumerate(_pairs(with_audio=False)):
@@ -84,7 +96,11 @@ def orbit_examples(inputs, load_camera=None, camera_outputs=None):
         snd = None if i % 2 == 0 else snd  # silent and talking orbits
         rows.append([img, snd, True, text])
         labels.append(f"{_name(img)} + {_name(camera)} camera + {_name(snd)}")
-    extra = {}
-    if load_camera is not None:
-        extra = dict(fn=load_camera, outputs=camera_outputs, run_on_click=True)
-    _show(rows, inputs, "Examples (bundled portraits and camera paths)", labels, **extra)
+    examples = _show(rows, inputs, "Examples (bundled portraits and camera paths)", labels, fn=fn, outputs=outputs,
+                     task="orbit")
+    if examples is not None and load_camera is not None:
+        # Its own listener on the click, beside the cache's: the editor redraws at once, not after a first generation.
+        column = examples.inputs_with_examples.index(inputs[3])
+        examples.dataset.click(lambda row: load_camera(row[column]), examples.dataset, camera_outputs, queue=False,
+                               show_progress="hidden", api_visibility="private")
+    return examples

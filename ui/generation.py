@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass
 
 import gradio as gr
@@ -11,6 +12,34 @@ from .model import GPU, MODEL_CONCURRENCY_ID, get_pipeline
 from .streaming import FALLBACK_NOTE, can_stream, new_output_dir, stream_segments
 
 MAX_SEED = 2**31 - 1
+
+# The queue's model slot (``MODEL_CONCURRENCY_ID``) orders the tabs' generations; cached examples are computed outside
+# the queue (Gradio runs them inside the example-loading event), so both paths also take this lock around sampling:
+# the model never runs two generations at once, whoever asked.
+SAMPLER_LOCK = threading.Lock()
+SAMPLER_WAIT_SECONDS = 1800  # an example run gives up (with a message) rather than hang behind a lost lock
+
+
+@dataclass
+class RunState:
+    """Where a run is, kept in the session (``gr.State``) so that Stop can say where it stopped."""
+
+    segment: int = 0  # segments finished
+    num_segments: int | None = None
+    frames: int = 0
+    finished: bool = False
+
+
+def stopped_status(run: "RunState | None"):
+    """Stop's own status line: where the generation stopped (a finished or idle run keeps its status)."""
+    if run is None or run.finished:
+        return gr.skip(), run
+    if run.num_segments is None:
+        status = "Stopped before the first segment was finished."
+    else:
+        status = (f"Stopped during segment {run.segment + 1} of {run.num_segments} "
+                  f"({run.segment} finished, {run.frames} frames shown); the partial video was not saved.")
+    return status, RunState(run.segment, run.num_segments, run.frames, finished=True)
 
 
 @dataclass
@@ -49,6 +78,7 @@ class Outputs:
     download: gr.File
     status: gr.Markdown
     seed: gr.Number  # the tab's seed box: it shows the seed actually used
+    run: gr.State  # a RunState: how far the current generation got (for Stop's message)
 
     @classmethod
     def build(cls, seed: gr.Number, elem_prefix: str) -> "Outputs":
@@ -59,9 +89,13 @@ class Outputs:
             gr.Markdown(f"*{FALLBACK_NOTE}*")
         download = gr.File(label="Download the complete mp4", interactive=False, elem_id=f"{elem_prefix}-mp4", height=90)
         status = gr.Markdown("", elem_id=f"{elem_prefix}-status")
-        return cls(video, download, status, seed)
+        return cls(video, download, status, seed, gr.State(None))
 
     def components(self) -> list:
+        return [self.video, self.download, self.seed, self.status, self.run]
+
+    def example_components(self) -> list:
+        """What a cached example fills: the finished video (not streamed), the mp4, the seed and the status."""
         return [self.video, self.download, self.seed, self.status]
 
 
@@ -75,33 +109,50 @@ def sampling_args(seed, randomize, steps, guidance, audio_strength, identity_str
                                camera=float(camera_strength)))
 
 
+def require(task: str, pipe=None) -> None:
+    """Refuse a task the loaded model cannot do, with the loader's reason, before looking at any input."""
+    reason = unavailable(pipe or get_pipeline()).get(task)
+    if reason:
+        raise gr.Error(reason, title="Not available with this model", print_exception=False)
+
+
+def unavailable(pipe) -> dict:
+    """``{task: why}`` for each task the pipeline cannot do (``pipe.capabilities`` maps a task to None when it can)."""
+    return {task: why for task, why in (getattr(pipe, "capabilities", None) or {}).items() if why}
+
+
 @GPU(duration=180)
 def run_stream(task: str, progress: gr.Progress, notes: str = "", **kwargs):
-    """Run the sampler and yield the tab's outputs (video chunk, mp4, seed, status) once per finished segment."""
+    """Run the sampler and yield the tab's outputs (video chunk, mp4, seed, status, run) once per finished segment."""
     pipe = get_pipeline()
-    reason = (getattr(pipe, "capabilities", None) or {}).get(task)
-    if reason:
-        raise ValueError(reason)
+    require(task, pipe)
     streaming = can_stream()
     seed = kwargs["seed"]
+    run = RunState()
     progress(0.0, desc="Starting")
-    segments = pipe.stream(task=task, **kwargs)
-    for update in stream_segments(segments, new_output_dir(), streaming=streaming):
-        k, total = update.segment, update.num_segments
-        progress((k, total), desc=f"Segment {k} of {total}", unit="segments")
-        status = f"Segment {k} of {total} done ({update.frames_done} frames, seed {seed})."
-        if update.final:
-            status = f"Done: {update.frames_done} frames at {pipe.fps:g} fps, seed {seed}. {notes}".strip()
-        if streaming:
-            video = update.chunk if update.chunk else gr.skip()
-        else:
-            video = update.final if update.final else gr.skip()
-        yield video, update.final or gr.skip(), seed, status
+    yield gr.skip(), gr.skip(), seed, "Starting...", run
+    # Held across yields: Gradio closes this generator on Stop or disconnect, which releases it.
+    with SAMPLER_LOCK:
+        segments = pipe.stream(task=task, **kwargs)
+        for update in stream_segments(segments, new_output_dir(), streaming=streaming):
+            k, total = update.segment, update.num_segments
+            run = RunState(k, total, update.frames_done, finished=bool(update.final))
+            progress((k, total), desc=f"Segment {k} of {total}", unit="segments")
+            status = f"Segment {k} of {total} done ({update.frames_done} frames, seed {seed})."
+            if update.final:
+                status = f"Done: {update.frames_done} frames at {pipe.fps:g} fps, seed {seed}. {notes}".strip()
+            if streaming:
+                video = update.chunk if update.chunk else gr.skip()
+            else:
+                video = update.final if update.final else gr.skip()
+            yield video, update.final or gr.skip(), seed, status, run
 
 
 def wire(button: gr.Button, stop: gr.Button, fn, inputs: list, outputs: Outputs, api_name: str):
     """Generation events of every tab go through one queue slot (the model), and Stop cancels them."""
     event = button.click(fn, inputs, outputs.components(), api_name=api_name,
                          concurrency_id=MODEL_CONCURRENCY_ID, concurrency_limit=1)
-    stop.click(None, None, None, cancels=[event], api_visibility="private")
+    # Stop cancels the run (Gradio closes the generator: the sampler stops between segments) and says where.
+    stop.click(stopped_status, outputs.run, [outputs.status, outputs.run], cancels=[event], queue=False,
+               api_visibility="private")
     return event

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import examples
+from . import capabilities, examples
 from .errors import user_errors
-from .generation import Controls, Outputs, run_stream, sampling_args, wire
+from .example_cache import run_example
+from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
 from .inputs import face_crop, read_audio, read_identity
 from .model import get_pipeline
 from .portrait_tab import preview
 
+TASK = "identity"
 
-@user_errors
-def generate(image, embedding, audio, already_aligned, seed, randomize, steps, guidance, audio_s, identity_s,
-             camera_s, progress=gr.Progress()):
+
+def request(image, embedding, audio, already_aligned) -> tuple[dict, str]:
+    """(the pipeline's inputs, a note for the status line), checked before any sampling starts."""
     pipe = get_pipeline()
+    require(TASK, pipe)
     identity = read_identity(embedding)
     notes = ""
     if identity is None:
@@ -26,12 +29,25 @@ def generate(image, embedding, audio, already_aligned, seed, randomize, steps, g
         notes = "The uploaded embedding was used; the photo was ignored."
         image = None
     sound = read_audio(pipe, audio, required=True)
+    return dict(image=image, identity=identity, audio=sound, already_aligned=bool(already_aligned)), notes
+
+
+@user_errors
+def generate(image, embedding, audio, already_aligned, seed, randomize, steps, guidance, audio_s, identity_s,
+             camera_s, progress=gr.Progress()):
+    inputs, notes = request(image, embedding, audio, already_aligned)
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
-    yield from run_stream("identity", progress, notes=notes, image=image, identity=identity, audio=sound,
-                          already_aligned=bool(already_aligned), **args)
+    yield from run_stream(TASK, progress, notes=notes, **inputs, **args)
+
+
+@user_errors
+def example(image, audio, already_aligned):
+    inputs, _ = request(image, None, audio, already_aligned)
+    return run_example(TASK, **inputs)
 
 
 def build() -> None:
+    available = capabilities.tab_notice(TASK)
     gr.Markdown("The video shows a **new** clip of the person (not a copy of the photo): only their identity is kept.")
     with gr.Row():
         with gr.Column():
@@ -49,7 +65,7 @@ def build() -> None:
                              elem_id="identity-audio")
             controls = Controls.build("identity")
             with gr.Row():
-                button = gr.Button("Generate", variant="primary", elem_id="identity-run")
+                button = capabilities.run_button("Generate", available, elem_id="identity-run")
                 stop = gr.Button("Stop", variant="stop")
         with gr.Column():
             outputs = Outputs.build(controls.seed, "identity")
@@ -59,4 +75,4 @@ def build() -> None:
           api_visibility="undocumented")
     inputs = [image, embedding, audio, aligned] + controls.inputs()
     wire(button, stop, generate, inputs, outputs, api_name="identity")
-    examples.identity_examples([image, audio, aligned])
+    examples.identity_examples([image, audio, aligned], example if available else None, outputs.example_components())

@@ -5,35 +5,53 @@ from __future__ import annotations
 import gradio as gr
 
 from . import camera_keyframes as ck
-from . import examples
+from . import capabilities, examples
 from .camera_editor import CameraEditor, on_json
 from .errors import user_errors
-from .generation import Controls, Outputs, run_stream, sampling_args, wire
+from .example_cache import run_example
+from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
 from .inputs import face_crop, max_seconds, read_audio
 from .model import get_pipeline
 from .portrait_tab import preview
 
+TASK = "orbit"
 
-@user_errors
-def generate(image, audio, camera_json, seconds, already_aligned, seed, randomize, steps, guidance, audio_s,
-             identity_s, camera_s, progress=gr.Progress()):
+
+def request(image, audio, camera_json, seconds, already_aligned) -> dict:
+    """The pipeline's inputs, checked; ``seconds`` None means the camera path's own length (silent examples)."""
     pipe = get_pipeline()
+    require(TASK, pipe)
     face_crop(pipe, image, already_aligned)
     camera = ck.path_from_json(camera_json)
     sound = read_audio(pipe, audio, required=False, allow_silent=True)
     if sound is not None:
         num_frames = max(1, round(len(sound[0]) / sound[1] * pipe.fps))  # the audio sets the length
     else:
-        if seconds is None or not 0 < float(seconds) <= max_seconds(pipe):
+        seconds = len(camera) / camera.fps if seconds is None else float(seconds)
+        if not 0 < seconds <= max_seconds(pipe):
             raise ValueError(f"The length must be between 0 and {max_seconds(pipe):g} seconds.")
-        num_frames = max(1, round(float(seconds) * pipe.fps))
+        num_frames = max(1, round(seconds * pipe.fps))
     camera = camera.resample(num_frames)  # the drawn path is stretched over the whole video
+    return dict(image=image, audio=sound, camera=camera, num_frames=num_frames, already_aligned=bool(already_aligned))
+
+
+@user_errors
+def generate(image, audio, camera_json, seconds, already_aligned, seed, randomize, steps, guidance, audio_s,
+             identity_s, camera_s, progress=gr.Progress()):
+    if seconds is None:
+        raise ValueError("Set the length in seconds.")
+    inputs = request(image, audio, camera_json, seconds, already_aligned)
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
-    yield from run_stream("orbit", progress, image=image, audio=sound, camera=camera, num_frames=num_frames,
-                          already_aligned=bool(already_aligned), **args)
+    yield from run_stream(TASK, progress, **inputs, **args)
+
+
+@user_errors
+def example(image, audio, already_aligned, camera_json):
+    return run_example(TASK, **request(image, audio, camera_json, None, already_aligned))
 
 
 def build() -> None:
+    available = capabilities.tab_notice(TASK)
     with gr.Row():
         with gr.Column():
             with gr.Row():
@@ -49,7 +67,7 @@ def build() -> None:
                                 "with audio the audio's length is used)", elem_id="orbit-seconds")
             controls = Controls.build("orbit")
             with gr.Row():
-                button = gr.Button("Render orbit", variant="primary", elem_id="orbit-run")
+                button = capabilities.run_button("Render orbit", available, elem_id="orbit-run")
                 stop = gr.Button("Stop", variant="stop")
         with gr.Column():
             editor = CameraEditor(seconds)
@@ -60,11 +78,12 @@ def build() -> None:
           api_visibility="undocumented")
     inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs()
     wire(button, stop, generate, inputs, outputs, api_name="orbit")
-    examples.orbit_examples([image, audio, aligned, editor.json], load_camera=_example_camera,
+    examples.orbit_examples([image, audio, aligned, editor.json], example if available else None,
+                            outputs.example_components(), load_camera=_example_camera,
                             camera_outputs=[editor.table, editor.plot])
 
 
-def _example_camera(image, audio, aligned, camera_json):
+def _example_camera(camera_json):
     """An example's camera path goes into the editor's table and figure too."""
     _, rows, fig = on_json(camera_json)
     return rows, fig

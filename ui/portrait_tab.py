@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import examples
+from . import capabilities, examples
 from .errors import user_errors
-from .generation import Controls, Outputs, run_stream, sampling_args, wire
+from .example_cache import run_example
+from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
 from .inputs import face_crop, read_audio
 from .model import get_pipeline
+
+TASK = "portrait"
 
 
 @user_errors
@@ -24,17 +27,30 @@ def preview(image, already_aligned):
     return crop, note
 
 
+def request(image, audio, already_aligned) -> dict:
+    """The pipeline's inputs, checked: a clear message before any sampling starts."""
+    pipe = get_pipeline()
+    require(TASK, pipe)
+    face_crop(pipe, image, already_aligned)
+    sound = read_audio(pipe, audio, required=True)
+    return dict(image=image, audio=sound, already_aligned=bool(already_aligned))
+
+
 @user_errors
 def generate(image, audio, already_aligned, seed, randomize, steps, guidance, audio_s, identity_s, camera_s,
              progress=gr.Progress()):
-    pipe = get_pipeline()
-    face_crop(pipe, image, already_aligned)  # a clear message before any sampling starts
-    sound = read_audio(pipe, audio, required=True)
+    inputs = request(image, audio, already_aligned)
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
-    yield from run_stream("portrait", progress, image=image, audio=sound, already_aligned=bool(already_aligned), **args)
+    yield from run_stream(TASK, progress, **inputs, **args)
+
+
+@user_errors
+def example(image, audio, already_aligned):
+    return run_example(TASK, **request(image, audio, already_aligned))
 
 
 def build() -> None:
+    available = capabilities.tab_notice(TASK)
     with gr.Row():
         with gr.Column():
             with gr.Row():
@@ -48,7 +64,7 @@ def build() -> None:
                              elem_id="portrait-audio")
             controls = Controls.build("portrait")
             with gr.Row():
-                button = gr.Button("Animate", variant="primary", elem_id="portrait-run")
+                button = capabilities.run_button("Animate", available, elem_id="portrait-run")
                 stop = gr.Button("Stop", variant="stop")
         with gr.Column():
             outputs = Outputs.build(controls.seed, "portrait")
@@ -58,4 +74,4 @@ def build() -> None:
           api_visibility="undocumented")
     inputs = [image, audio, aligned] + controls.inputs()
     wire(button, stop, generate, inputs, outputs, api_name="portrait")
-    examples.portrait_examples([image, audio, aligned])
+    examples.portrait_examples([image, audio, aligned], example if available else None, outputs.example_components())

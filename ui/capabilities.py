@@ -1,0 +1,55 @@
+"""Saying what the loaded model cannot do, where a visitor looks: at the top of the page and on the affected tab.
+
+``pipe.capabilities`` maps each task to None (available) or a sentence saying why not: an ``sd15`` folder without
+trained STARCaster adapters, for instance, has untrained audio, camera and reference streams. An unavailable tab
+stays visible (its examples and controls show what the task is) but its run button says it is unavailable, and
+pressing it shows the reason instead of an obscure failure halfway through sampling.
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from .generation import unavailable
+from .model import get_pipeline
+
+# Inline style: Gradio 6 takes page CSS only at launch(), and the notice must look the same however the Blocks is served.
+NOTICE_STYLE = ("border-left: 4px solid #f59e0b; background: rgba(245, 158, 11, 0.10); padding: 8px 14px; "
+                "border-radius: 4px; margin: 4px 0;")
+TASK_TITLES = {"portrait": "Portrait animation", "identity": "ID-driven generation", "orbit": "Free-viewpoint orbit"}
+
+
+def missing() -> dict:
+    """``{task: why}`` for the tasks the shared pipeline cannot do."""
+    return unavailable(get_pipeline())
+
+
+def _notice(body: str, elem_id: str) -> gr.HTML:
+    return gr.HTML(f'<div style="{NOTICE_STYLE}">⚠️ {body}</div>', elem_id=elem_id, padding=False)
+
+
+def page_notice() -> gr.HTML | None:
+    """One notice above the tabs listing every unavailable task, or nothing when the model can do them all."""
+    gaps = missing()
+    if not gaps:
+        return None
+    items = "".join(f"<li><b>{TASK_TITLES.get(t, t)}</b>: {html.escape(why)}</li>" for t, why in gaps.items())
+    return _notice(f"<b>This model cannot do everything the demo offers.</b><ul>{items}</ul>", "capabilities-notice")
+
+
+def tab_notice(task: str) -> bool:
+    """Inside a tab: a notice when ``task`` is unavailable. Returns whether it is available."""
+    why = missing().get(task)
+    if why:
+        _notice(f"<b>{TASK_TITLES.get(task, task)} is not available with this model.</b> {html.escape(why)}",
+                f"{task}-unavailable")
+    return why is None
+
+
+def run_button(label: str, available: bool, elem_id: str) -> gr.Button:
+    """The tab's run button; when unavailable it says so (and its handler answers with the reason)."""
+    if available:
+        return gr.Button(label, variant="primary", elem_id=elem_id)
+    return gr.Button(f"{label} (not available with this model)", variant="secondary", elem_id=elem_id)
