@@ -1,0 +1,183 @@
+"""Lazily cached examples, capability notices and Stop's status line, on the real tiny pipeline (1 step, short clips).
+
+Examples come from a tiny stand-in ``assets/`` folder (one portrait, 0.6 s of speech, a 15-frame camera path), and
+the pipeline's ``stream`` is wrapped to count how often the model is asked to generate.
+"""
+
+import json
+import wave
+
+import numpy as np
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client")
+import gradio as gr  # noqa: E402
+
+from ui import example_cache, examples, generation  # noqa: E402
+from ui.model import get_pipeline  # noqa: E402
+
+RATE = 16000
+SECONDS = 0.6  # one 16-frame segment at 25 fps
+
+
+def _wav(path, seconds):
+    t = np.arange(int(seconds * RATE)) / RATE
+    samples = 0.4 * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * np.sin(2 * np.pi * 160 * t)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes((samples * 32767).astype("<i2").tobytes())
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("assets")
+    for sub in ("portraits", "audio", "cameras"):
+        (root / sub).mkdir()
+    Image.fromarray((np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)).save(
+        root / "portraits" / "face.png")
+    _wav(root / "audio" / "speech.wav", SECONDS)
+    (root / "cameras" / "sweep.json").write_text(json.dumps({"num_frames": 15, "fps": 25, "keyframes": [
+        {"frame": 0, "azimuth": -30, "elevation": 0}, {"frame": 14, "azimuth": 30, "elevation": 0}]}))
+    return root
+
+
+@pytest.fixture
+def pipe():
+    return get_pipeline()
+
+
+@pytest.fixture
+def calls(pipe, monkeypatch):
+    """Every ``pipe.stream`` call's task, in order."""
+    log, stream = [], pipe.stream
+
+    def counting(*args, **kwargs):
+        log.append(kwargs.get("task"))
+        return stream(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "stream", counting)
+    return log
+
+
+@pytest.fixture
+def small_examples(assets, tmp_path, monkeypatch):
+    """Examples from the stand-in assets, one denoising step, a cache folder of this test's own."""
+    monkeypatch.setattr(examples, "ASSETS", str(assets))
+    monkeypatch.setattr(example_cache, "CACHE_ROOT", str(tmp_path / "cache"))
+    monkeypatch.setitem(example_cache.EXAMPLE_SAMPLING, "steps", 1)
+    return tmp_path / "cache"
+
+
+def _by_id(demo, elem_id):
+    return next((b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id), None)
+
+
+def test_examples_are_generated_once_on_first_click_then_served_from_the_cache(small_examples, calls, pipe,
+                                                                                 monkeypatch):
+    import app
+    from starcaster.video import probe
+
+    # What a Space sets: without explicit lazy mode, every example would be generated at start-up.
+    monkeypatch.setenv("GRADIO_CACHE_EXAMPLES", "true")
+    monkeypatch.setenv("GRADIO_CACHE_MODE", "eager")
+    demo = app.build_demo()
+    demo.launch(prevent_thread_lock=True, quiet=True, allowed_paths=[example_cache.OUTPUT_ROOT])
+    try:
+        assert calls == [], "examples were generated at start-up"
+        visitor = gradio_client.Client(demo.local_url, verbose=False, download_files=False)
+        video, mp4, seed, status = visitor.predict(0, api_name="/portrait_example")
+        assert calls == ["portrait"]
+        info = probe(mp4["path"])
+        assert info["num_frames"] == round(SECONDS * pipe.fps) and info["has_audio"]
+        assert video["path"] == mp4["path"] and not video["is_stream"]  # the whole mp4, not a stream
+        assert seed == example_cache.EXAMPLE_SAMPLING["seed"] and "cached" in status
+        assert list(small_examples.glob("portrait-*/log.csv")), "the cache is not in the model's own folder"
+
+        another = gradio_client.Client(demo.local_url, verbose=False, download_files=False)
+        again = another.predict(0, api_name="/portrait_example")
+        assert calls == ["portrait"], "a cached example ran the model again"
+        assert again[1]["path"] == mp4["path"] and again[3] == status
+
+        # A silent orbit example takes its length from the camera path (15 frames).
+        _, orbit_mp4, _, _ = visitor.predict(0, api_name="/orbit_example")
+        assert calls == ["portrait", "orbit"] and probe(orbit_mp4["path"])["num_frames"] == 15
+    finally:
+        demo.close()
+
+
+def test_an_example_waits_for_the_sampler_lock(small_examples, calls, monkeypatch):
+    """While a tab's generation holds the model, an example run waits (here: gives up at once) instead of sampling."""
+    monkeypatch.setattr(example_cache, "SAMPLER_WAIT_SECONDS", 0.01)
+    image = examples.portraits()[0]
+    with generation.SAMPLER_LOCK:
+        with pytest.raises(gr.Error, match="busy"):
+            example_cache.run_example("portrait", image=image, audio=examples.speech()[0], already_aligned=True)
+    assert calls == []
+
+
+def test_cache_folder_changes_with_model_settings_and_files(assets, pipe, monkeypatch):
+    rows = [[str(assets / "portraits" / "face.png"), str(assets / "audio" / "speech.wav"), True]]
+    first = example_cache.fingerprint(rows, pipe)
+    assert example_cache.fingerprint(rows, pipe) == first
+    monkeypatch.setitem(example_cache.EXAMPLE_SAMPLING, "steps", 2)
+    assert example_cache.fingerprint(rows, pipe) != first
+    monkeypatch.setitem(example_cache.EXAMPLE_SAMPLING, "steps", None)
+    monkeypatch.setenv("STARCASTER_MODEL", "another-model")
+    assert example_cache.fingerprint(rows, pipe) != first
+
+
+def test_missing_capabilities_are_announced_and_their_buttons_explain(small_examples, pipe, calls, monkeypatch):
+    import app
+    from ui import portrait_tab
+
+    why_portrait = "These weights have no trained audio adapters."
+    why_orbit = "These weights have no trained camera adapters."
+    monkeypatch.setattr(pipe, "capabilities", {"portrait": why_portrait, "identity": None, "orbit": why_orbit})
+    demo = app.build_demo()
+
+    page = _by_id(demo, "capabilities-notice").value
+    assert why_portrait in page and why_orbit in page and "Portrait animation" in page and "ID-driven" not in page
+    assert why_portrait in _by_id(demo, "portrait-unavailable").value
+    assert why_orbit in _by_id(demo, "orbit-unavailable").value
+    assert _by_id(demo, "identity-unavailable") is None
+    assert "not available" in _by_id(demo, "portrait-run").value
+    assert "not available" not in _by_id(demo, "identity-run").value
+
+    # Pressing the button gives the reason, before complaining about the (missing) inputs.
+    with pytest.raises(gr.Error) as info:
+        next(portrait_tab.generate(None, None, False, 0, False, 1, 3.0, 1.0, 1.0, 1.0))
+    assert why_portrait in str(info.value) and calls == []
+
+
+def test_all_capabilities_means_no_notice(pipe, monkeypatch):
+    import app
+
+    monkeypatch.setattr(pipe, "capabilities", {"portrait": None, "identity": None, "orbit": None})
+    demo = app.build_demo()
+    assert all(_by_id(demo, i) is None for i in ("capabilities-notice", "portrait-unavailable", "orbit-unavailable"))
+
+
+def test_stop_says_at_which_segment_the_generation_stopped(assets, pipe):
+    from ui import portrait_tab
+
+    seconds = 1.0  # 25 frames: two segments
+    audio = assets / "audio" / "long.wav"
+    _wav(audio, seconds)
+    run = portrait_tab.generate(str(assets / "portraits" / "face.png"), str(audio), True, 0, False, 1, 3.0,
+                                1.0, 1.0, 1.0)
+    *_, status, state = next(run)
+    assert status.startswith("Starting") and state.segment == 0
+    assert "before the first segment" in generation.stopped_status(state)[0]
+    *_, status, state = next(run)
+    assert (state.segment, state.num_segments, state.frames) == (1, 2, 16) and "Segment 1 of 2" in status
+    run.close()  # what Gradio does on Stop
+    assert generation.SAMPLER_LOCK.acquire(blocking=False), "a stopped run kept the model locked"
+    generation.SAMPLER_LOCK.release()
+
+    status, after = generation.stopped_status(state)
+    assert "Stopped during segment 2 of 2" in status and "16 frames" in status and after.finished
+    assert isinstance(generation.stopped_status(after)[0], type(gr.skip()))  # a second Stop changes nothing
