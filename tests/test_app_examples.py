@@ -161,23 +161,33 @@ def test_all_capabilities_means_no_notice(pipe, monkeypatch):
     assert all(_by_id(demo, i) is None for i in ("capabilities-notice", "portrait-unavailable", "orbit-unavailable"))
 
 
-def test_stop_says_at_which_segment_the_generation_stopped(assets, pipe):
+def test_stop_says_at_which_segment_the_generation_stopped(assets, pipe, monkeypatch):
+    """The portrait tab's handler over a stand-in sampler of three 16-frame segments (the real one is slow here)."""
+    from types import SimpleNamespace
+
     from ui import portrait_tab
 
-    seconds = 1.0  # 25 frames: two segments
-    audio = assets / "audio" / "long.wav"
-    _wav(audio, seconds)
-    run = portrait_tab.generate(str(assets / "portraits" / "face.png"), str(audio), True, 0, False, 1, 3.0,
-                                1.0, 1.0, 1.0)
+    sampled = []
+
+    def sampler(**kwargs):
+        for k in range(3):
+            sampled.append(k)
+            yield SimpleNamespace(index=k, num_segments=3, start_frame=16 * k, frames=np.zeros((16, 32, 32, 3), np.uint8),
+                                  fps=pipe.fps, sample_rate=RATE, audio=np.zeros(int(16 * RATE / pipe.fps), np.float32))
+
+    monkeypatch.setattr(pipe, "stream", sampler)
+    run = portrait_tab.generate(str(assets / "portraits" / "face.png"), str(assets / "audio" / "speech.wav"), True,
+                                0, False, 1, 3.0, 1.0, 1.0, 1.0)
     *_, status, state = next(run)
     assert status.startswith("Starting") and state.segment == 0
     assert "before the first segment" in generation.stopped_status(state)[0]
     *_, status, state = next(run)
-    assert (state.segment, state.num_segments, state.frames) == (1, 2, 16) and "Segment 1 of 2" in status
+    assert (state.segment, state.num_segments, state.frames) == (1, 3, 16) and "Segment 1 of 3" in status
     run.close()  # what Gradio does on Stop
+    assert sampled == [0], "the sampler went on after Stop"
     assert generation.SAMPLER_LOCK.acquire(blocking=False), "a stopped run kept the model locked"
     generation.SAMPLER_LOCK.release()
 
     status, after = generation.stopped_status(state)
-    assert "Stopped during segment 2 of 2" in status and "16 frames" in status and after.finished
+    assert "Stopped during segment 2 of 3" in status and "16 frames" in status and after.finished
     assert isinstance(generation.stopped_status(after)[0], type(gr.skip()))  # a second Stop changes nothing

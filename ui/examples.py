@@ -64,7 +64,7 @@ def _show(rows, inputs, label, labels=None, *, fn=None, outputs=None, task=None)
     if not rows:
         return None
     labels = labels or [" + ".join(_name(v) for v in row if isinstance(v, str)) for row in rows]
-    common = dict(label=label, examples_per_page=MAX_EXAMPLES, example_labels=labels)
+    common = dict(label=label, examples_per_page=MAX_EXAMPLES, example_labels=labels, elem_id=f"{task}-examples")
     if fn is None:  # the model cannot do this task: fill the inputs only, nothing to generate or cache
         return gr.Examples(rows, inputs, cache_examples=False, **common)
     # The bundled portraits are already aligned renders of the synthetic world: detection is skipped for them.

@@ -66,7 +66,7 @@ def build() -> None:
             controls = Controls.build("identity")
             with gr.Row():
                 button = capabilities.run_button("Generate", available, elem_id="identity-run")
-                stop = gr.Button("Stop", variant="stop")
+                stop = gr.Button("Stop", variant="stop", elem_id="identity-stop")
         with gr.Column():
             outputs = Outputs.build(controls.seed, "identity")
 

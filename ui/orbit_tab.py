@@ -68,7 +68,7 @@ def build() -> None:
             controls = Controls.build("orbit")
             with gr.Row():
                 button = capabilities.run_button("Render orbit", available, elem_id="orbit-run")
-                stop = gr.Button("Stop", variant="stop")
+                stop = gr.Button("Stop", variant="stop", elem_id="orbit-stop")
         with gr.Column():
             editor = CameraEditor(seconds)
             outputs = Outputs.build(controls.seed, "orbit")

@@ -65,7 +65,7 @@ def build() -> None:
             controls = Controls.build("portrait")
             with gr.Row():
                 button = capabilities.run_button("Animate", available, elem_id="portrait-run")
-                stop = gr.Button("Stop", variant="stop")
+                stop = gr.Button("Stop", variant="stop", elem_id="portrait-stop")
         with gr.Column():
             outputs = Outputs.build(controls.seed, "portrait")
 

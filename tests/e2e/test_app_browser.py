@@ -1,8 +1,10 @@
 """The demo in a real browser: Debian's Chromium driven by Playwright, offline, against the launched app.
 
 Opens the page, checks the three tabs, edits the camera path (preset, table, dragging a keyframe in the top view) and
-sees the figure redraw, renders a short silent orbit and waits for the streamed video to play. Screenshots go to
-``tmp_path``, or to ``docs/screenshots/`` with ``STARCASTER_SCREENSHOTS=docs/screenshots``.
+sees the figure redraw, renders a short silent orbit and waits for the streamed video to play, stops a long one and
+reads where it stopped, and clicks an example, whose cached (not streamed) video must play in the same player.
+Examples come from a small stand-in ``assets/`` folder and are sampled with one step, so the first click is quick.
+Screenshots go to ``tmp_path``, or to ``docs/screenshots/`` with ``STARCASTER_SCREENSHOTS=docs/screenshots``.
 """
 
 import os
@@ -23,12 +25,45 @@ PLOT = "#camera-plot .sc-cam-plot"
 
 
 @pytest.fixture(scope="module")
-def server():
-    import app
+def small_assets(tmp_path_factory):
+    """One portrait (the first bundled one, or noise) and 0.6 s of speech: examples that take seconds to sample."""
+    import wave
 
-    demo = app.launch(port=None, block=False)
-    yield demo
-    demo.close()
+    from PIL import Image
+
+    from ui import examples
+
+    root = tmp_path_factory.mktemp("assets")
+    (root / "portraits").mkdir()
+    (root / "audio").mkdir()
+    bundled = examples.portraits()
+    if bundled:
+        shutil.copy(bundled[0], root / "portraits" / "face.png")
+    else:
+        Image.fromarray((np.random.default_rng(1).random((128, 128, 3)) * 255).astype(np.uint8)).save(
+            root / "portraits" / "face.png")
+    t = np.arange(9600) / 16000
+    with wave.open(str(root / "audio" / "speech.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((0.4 * np.sin(2 * np.pi * 160 * t) * (0.5 + 0.5 * np.sin(8 * np.pi * t)) * 32767)
+                      .astype("<i2").tobytes())
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(small_assets, tmp_path_factory):
+    import app
+    from ui import example_cache, examples
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(examples, "ASSETS", str(small_assets))
+        mp.setattr(example_cache, "CACHE_ROOT", str(tmp_path_factory.mktemp("example_cache")))
+        mp.setitem(example_cache.EXAMPLE_SAMPLING, "steps", 1)
+        demo = app.launch(port=None, block=False)
+        yield demo
+        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +91,8 @@ def shots(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def portrait_png(tmp_path_factory):
-    from PIL import Image
-
-    from ui import examples
-
-    bundled = examples.portraits()
-    if bundled:
-        return bundled[0]
-    path = tmp_path_factory.mktemp("inputs") / "portrait.png"
-    Image.fromarray((np.random.default_rng(1).random((128, 128, 3)) * 255).astype(np.uint8)).save(path)
-    return str(path)
+def portrait_png(small_assets):
+    return str(small_assets / "portraits" / "face.png")
 
 
 def _revision(page) -> int:
@@ -136,4 +162,36 @@ def test_orbit_generation_plays(page, shots, portrait_png):
     assert "Done" in page.locator("#orbit-status").inner_text()
     page.locator("#orbit-video").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "orbit_generated.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+def test_stop_says_where_the_generation_stopped(page, portrait_png):
+    page.get_by_role("tab", name="Free-viewpoint orbit").click()
+    page.locator("#orbit-image input[type=file]").set_input_files(portrait_png)
+    page.locator("#orbit-aligned input").check()
+    page.locator("#orbit-seconds input[type=number]").fill("10")  # 16 segments: Stop comes long before the end
+    page.locator("#orbit-seconds input[type=number]").press("Enter")
+    steps = page.locator("#orbit-steps input[type=number]")
+    if not steps.is_visible():
+        page.get_by_text("Sampling").last.click()
+    steps.fill("1")
+    steps.press("Enter")
+    page.locator("#orbit-run").click()
+    sync_api.expect(page.locator("#orbit-status")).to_contain_text("Segment 1 of 16", timeout=90000)
+    page.locator("#orbit-stop").click()
+    sync_api.expect(page.locator("#orbit-status")).to_contain_text("Stopped during segment", timeout=20000)
+    assert "of 16" in page.locator("#orbit-status").inner_text()
+    assert not page.errors, page.errors
+
+
+def test_example_click_shows_its_cached_video(page, shots):
+    page.get_by_role("tab", name="Portrait animation").click()
+    page.locator("#portrait-examples").get_by_text("face + speech").click()
+    page.wait_for_selector("#portrait-crop img", state="attached", timeout=30000)  # the inputs were filled
+    sync_api.expect(page.locator("#portrait-status")).to_contain_text("cached", timeout=120000)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#portrait-video video'); return v && v.readyState >= 2; }",
+        timeout=30000)
+    page.wait_for_selector("#portrait-mp4 a", timeout=10000)
+    page.screenshot(path=str(shots / "portrait_example.png"), full_page=True)
     assert not page.errors, page.errors
