@@ -58,8 +58,9 @@ def run_example(task: str, **inputs):
             final, frames = update.final or final, update.frames_done
     finally:
         SAMPLER_LOCK.release()
-    status = (f"Example: {frames} frames at {pipe.fps:g} fps, seed {settings['seed']}, {settings['steps']} steps. "
-              "It is cached: the next click on it shows this video at once.")
+    steps = settings["steps"]
+    status = (f"Example: {frames} frames at {pipe.fps:g} fps, seed {settings['seed']}, {steps} step{'s' * (steps != 1)}."
+              " It is cached: the next click on it shows this video at once.")
     # A streaming gr.Video passes its value through unprocessed: a FileData plays as an ordinary (whole) video.
     return FileData(path=final), final, settings["seed"], status
 
