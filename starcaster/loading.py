@@ -7,7 +7,10 @@ Nothing is ever downloaded: every component comes from a subfolder of the checkp
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,7 +20,7 @@ from .conditioning.audio import MelAudioEncoder, Wav2Vec2AudioEncoder
 from .conditioning.identity import Arc2FaceEncoder, ArcFaceEmbedder, TinyFaceEncoder, build_tiny_tokenizer
 from .models import STARCasterConfig, STARCasterModel
 from .pipeline import STARCasterPipeline
-from .presets import PIPELINE_CONFIG_NAME, PipelineConfig, resolve
+from .presets import PIPELINE_CONFIG_NAME, PipelineConfig, folder_settings, resolve
 
 # Stable Diffusion 1.5's noise schedule with DPM-Solver++ (Supp. B: 25 steps).
 SCHEDULER_CONFIG = dict(
@@ -35,12 +38,24 @@ _WHAT_BELONGS = {
     "face_encoder": "the tiny face encoder (TinyFaceEncoder)",
 }
 
+# What each task needs beyond the public weights (paper §3.4: the streams are trained in stages 1-3).
+_NEEDS_ADAPTERS = {
+    "portrait": "Portrait animation needs the audio and reference streams",
+    "orbit": "Free-viewpoint orbit needs the camera and reference streams",
+}
+
 
 def load_pipeline(name_or_folder: str | Path = "tiny", device: str | torch.device | None = None,
-                  dtype: torch.dtype | None = None) -> STARCasterPipeline:
-    """``"tiny"``, ``"sd15"`` or a checkpoint folder -> a ready pipeline (on ``device``, default CPU)."""
+                  dtype: torch.dtype | None = None, random_weights: bool = False) -> STARCasterPipeline:
+    """``"tiny"``, ``"sd15"`` or a checkpoint folder -> a ready pipeline (on ``device``, default CPU).
+
+    ``random_weights=True`` builds the preset's architecture with seeded random weights and reads no files: the
+    same speed as the real model, for ``python -m starcaster bench`` where the weights are not at hand.
+    """
     folder, config = resolve(name_or_folder)
-    if config.preset == "tiny" and not (folder / "unet").is_dir():
+    if random_weights:
+        pipe = build_random_pipeline(config, device=device, dtype=dtype)
+    elif config.preset == "tiny" and not (folder / "unet").is_dir():
         warnings.warn(
             f"No trained tiny checkpoint in {folder}: building a seeded random-initialised tiny STARCaster. "
             "Its videos are noise until the model is trained (python -m starcaster train).",
@@ -51,31 +66,44 @@ def load_pipeline(name_or_folder: str | Path = "tiny", device: str | torch.devic
         pipe = _load_folder(folder, config)
     if device is not None or dtype is not None:
         pipe.to(device=device, dtype=dtype)
+        if isinstance(pipe.audio_encoder, Wav2Vec2AudioEncoder) and device is not None:
+            pipe.audio_encoder.model.to(device)  # speech features next to the UNet; float32 (they are cheap)
     return pipe
 
 
-def build_random_pipeline(config: PipelineConfig, seed: int = 0) -> STARCasterPipeline:
-    """A pipeline of the preset's shapes with seeded random weights: the start of training, and of tests."""
-    torch.manual_seed(seed)
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    import tempfile
+def build_random_pipeline(config: PipelineConfig, seed: int = 0, device: str | torch.device | None = None,
+                          dtype: torch.dtype | None = None) -> STARCasterPipeline:
+    """A pipeline of the preset's shapes with seeded random weights: the start of training, tests, and benchmarks.
 
-    unet2d = UNet2DConditionModel(**config.unet)
-    vae = AutoencoderKL(**config.vae)
-    with tempfile.TemporaryDirectory() as tmp:
+    ``device`` builds the modules there directly (a full-size ``sd15`` initialises in seconds on a GPU instead of
+    minutes on a CPU; ``"meta"`` allocates nothing, for counting parameters). The caller's RNG state is left alone.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:  # tokenizer files are tiny; read back as a real CLIPTokenizer
         build_tiny_tokenizer(tmp)
         tokenizer = CLIPTokenizer.from_pretrained(tmp)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), **config.text_encoder,
-                                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                                pad_token_id=tokenizer.pad_token_id))
-    face_encoder = TinyFaceEncoder(**config.face_encoder)
-    audio_encoder = _audio_encoder(None, config)
-    model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(config, audio_encoder))
+    device = torch.device(device) if device is not None else None
+    rng_devices = [device.index or 0] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), (device if device is not None else nullcontext()):
+        torch.manual_seed(seed)
+        unet2d = UNet2DConditionModel(**config.unet)
+        vae = AutoencoderKL(**config.vae)
+        text_config = dict(vocab_size=len(tokenizer)) | config.text_encoder  # a preset may give CLIP-L's vocabulary
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text_config, bos_token_id=tokenizer.bos_token_id,
+                                                    eos_token_id=tokenizer.eos_token_id,
+                                                    pad_token_id=tokenizer.pad_token_id))
+        face_encoder = TinyFaceEncoder(**config.face_encoder)
+        audio_encoder = _random_audio_encoder(config)
+        model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(config, audio_encoder))
+    # Outside the device context: the ID encoder tokenises its prompt into CPU buffers (data-dependent lookups).
     pipe = STARCasterPipeline(
         model=model, vae=vae, scheduler=DPMSolverMultistepScheduler(**SCHEDULER_CONFIG),
         id_encoder=Arc2FaceEncoder(text_encoder, tokenizer), face_embedder=face_encoder,
         audio_encoder=audio_encoder, config=config, trained=False,
     )
+    if dtype is not None and (device is None or device.type != "meta"):
+        pipe.to(dtype=dtype)
     return _eval(pipe)
 
 
@@ -118,19 +146,47 @@ def _load_folder(folder: Path, config: PipelineConfig) -> STARCasterPipeline:
     if (folder / "scheduler").is_dir():
         scheduler = DPMSolverMultistepScheduler.from_pretrained(folder / "scheduler")
 
+    if "resolution" not in folder_settings(folder):
+        config = replace(config, resolution=_native_resolution(unet2d, vae, config.resolution))
+
     capabilities = {"portrait": None, "identity": None, "orbit": None}
     if (folder / "starcaster").is_dir():
         model = STARCasterModel.from_pretrained(folder / "starcaster", unet2d, motion_adapter)
     else:
         model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(config, audio_encoder), motion_adapter)
-        why = (f"{folder / 'starcaster'} has no trained STARCaster adapters, so the audio, camera and reference "
-               "streams are untrained. Only ID-driven generation without audio (the motion prior) is available.")
-        capabilities = {"portrait": why, "identity": None, "orbit": why}
+        capabilities.update({task: _missing_adapters(folder, need) for task, need in _NEEDS_ADAPTERS.items()})
         if motion_adapter is None:
             warnings.warn(f"No motion adapter in {folder / 'motion_adapter'}: frames will not move coherently.")
     pipe = STARCasterPipeline(model, vae, scheduler, id_encoder, face_embedder, audio_encoder, config,
                               capabilities=capabilities)
     return _eval(pipe)
+
+
+def _missing_adapters(folder: Path, need: str) -> str:
+    return (f"{need}, which are untrained: {folder / 'starcaster'}/ has no STARCaster adapters (config.json + "
+            "adapters.safetensors, written by python -m starcaster train). ID-driven generation works without them "
+            "(a silent video from the motion prior).")
+
+
+def capability_notice(pipe: STARCasterPipeline) -> str | None:
+    """One paragraph for the top of the app: which tasks this model cannot run and why (None when it runs all)."""
+    missing = {task: why for task, why in pipe.capabilities.items() if why}
+    if not missing:
+        return None
+    lines = [f"- {why}" for why in missing.values()]
+    if pipe.capabilities.get("identity") is None and {"portrait", "orbit"} <= set(missing):
+        lines.append("- ID-driven generation runs; audio given to it goes into the file but does not move the lips "
+                     "until the adapters are trained.")
+    return "Some tasks are unavailable with this model:\n" + "\n".join(lines)
+
+
+def _native_resolution(unet2d: UNet2DConditionModel, vae: AutoencoderKL, default: int) -> int:
+    """The frame size the UNet was trained at: latent sample_size x the VAE's downsampling (SD-1.5: 64 x 8 = 512),
+    the default diffusers' own pipelines use. Folders may set another in starcaster_pipeline.json."""
+    size = unet2d.config.sample_size
+    if not isinstance(size, int):
+        return default
+    return size * 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _required(config: PipelineConfig) -> list[str]:
@@ -149,12 +205,23 @@ def _from_pretrained(cls, path: Path):
         raise ValueError(f"Could not load {cls.__name__} from {path}: {e}. Is a file missing or truncated?") from None
 
 
-def _audio_encoder(folder: Path | None, config: PipelineConfig):
+def _audio_encoder(folder: Path, config: PipelineConfig):
     if config.audio_encoder == "mel":
         return MelAudioEncoder(sample_rate=config.sample_rate)
     if config.audio_encoder == "wav2vec2":
         return Wav2Vec2AudioEncoder.from_pretrained(folder / "wav2vec2")
     raise ValueError(f"Unknown audio encoder {config.audio_encoder!r} in the pipeline config (mel or wav2vec2).")
+
+
+def _random_audio_encoder(config: PipelineConfig):
+    if config.audio_encoder != "wav2vec2":
+        return _audio_encoder(None, config)
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    # facebook/wav2vec2-base-960h's preprocessor: 16 kHz, per-clip normalisation.
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=config.sample_rate, do_normalize=True,
+                                         return_attention_mask=False)
+    return Wav2Vec2AudioEncoder(Wav2Vec2Model(Wav2Vec2Config(**config.wav2vec2)), extractor)
 
 
 def _starcaster_config(config: PipelineConfig, audio_encoder) -> STARCasterConfig:
