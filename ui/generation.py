@@ -38,7 +38,7 @@ def stopped_status(run: "RunState | None"):
         status = "Stopped before the first segment was finished."
     else:
         status = (f"Stopped during segment {run.segment + 1} of {run.num_segments} "
-                  f"({run.segment} finished, {run.frames} frames shown); the partial video was not saved.")
+                  f"({run.segment} finished, {run.frames} frames generated); the partial video was not saved.")
     return status, RunState(run.segment, run.num_segments, run.frames, finished=True)
 
 
@@ -130,7 +130,8 @@ def run_stream(task: str, progress: gr.Progress, notes: str = "", **kwargs):
     seed = kwargs["seed"]
     run = RunState()
     progress(0.0, desc="Starting")
-    yield gr.skip(), gr.skip(), seed, "Starting...", run
+    busy = SAMPLER_LOCK.locked()  # only an example being cached can hold it: tab runs already queue one at a time
+    yield gr.skip(), gr.skip(), seed, "Waiting for an example being generated..." if busy else "Starting...", run
     # Held across yields: Gradio closes this generator on Stop or disconnect, which releases it.
     with SAMPLER_LOCK:
         segments = pipe.stream(task=task, **kwargs)
