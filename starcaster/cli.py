@@ -30,6 +30,8 @@ def main(argv=None):
     bench.add_argument("--seconds", type=float, default=1.28, help="video length (1.28 s = 2 segments at 25 fps)")
     bench.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     bench.add_argument("--json", help="also write the report here")
+    bench.add_argument("--random-weights", action="store_true",
+                       help="build the preset's architecture with random weights, no files needed (speed only)")
     _common(bench)
 
     args = parser.parse_args(argv)
@@ -59,13 +61,13 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _load(args):
+def _load(args, random_weights: bool = False):
     import torch
 
     from .loading import load_pipeline
 
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    return load_pipeline(args.preset, device=args.device, dtype=getattr(torch, dtype))
+    return load_pipeline(args.preset, device=args.device, dtype=getattr(torch, dtype), random_weights=random_weights)
 
 
 def _camera(arg, pipe):
@@ -101,7 +103,12 @@ def _generate(args):
 def _bench(args):
     from .eval.benchmark import format_report, run_benchmark
 
-    pipe = _load(args)
+    if args.random_weights:
+        print(f"random weights: speed only (the {args.preset} architecture, no checkpoint files read)", flush=True)
+    try:
+        pipe = _load(args, random_weights=args.random_weights)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}\nTo time the architecture without its weights, add --random-weights.") from None
     report = run_benchmark(pipe, task=args.task, seconds=args.seconds, steps=args.steps or pipe.config.steps,
                            guidance=args.guidance if args.guidance is not None else pipe.config.guidance,
                            naive=not args.no_naive)

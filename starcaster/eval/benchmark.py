@@ -64,7 +64,8 @@ class _PeakRSS:
 def machine_line(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def bench_inputs(pipe, task: str, seconds: float, seed: int = 0):
@@ -122,6 +123,7 @@ def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, n
         "preset": pipe.config.preset,
         "resolution": pipe.resolution,
         "dtype": str(pipe.dtype).replace("torch.", ""),
+        "weights": "trained" if pipe.trained else "random (speed only)",
         "task": task,
         "steps": steps,
         "guidance": guidance,
@@ -135,8 +137,9 @@ def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, n
 def format_report(report: dict) -> str:
     lines = [
         f"machine: {report['machine']}",
-        f"preset {report['preset']} {report['resolution']}px {report['dtype']}, task {report['task']}, "
-        f"{report['steps']} steps, CFG {report['guidance']}",
+        f"preset {report['preset']} {report['resolution']}px {report['dtype']}, "
+        f"weights {report.get('weights', 'trained')}, task {report['task']}, {report['steps']} steps, "
+        f"CFG {report['guidance']}",
         f"{'sampler':<10} {'segments':>8} {'s/segment':>10} {'frames/s':>9} {'first seg s':>11} "
         f"{'x realtime':>10} {'peak MB':>9}",
     ]
