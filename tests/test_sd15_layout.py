@@ -209,3 +209,20 @@ def test_full_size_random_build_on_the_meta_device():
     with torch.no_grad():
         out = model(latents, torch.tensor(999, device="meta"), id_tokens, audio, None, bank=bank)
     assert out.shape == latents.shape and len(bank) == len(model.spatial_self_attention_layers())
+
+
+def test_bench_cli_random_weights(tmp_path, capsys):
+    from starcaster.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:  # no weights: the error names what is missing and the way out
+        main(["bench", "--preset", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "wav2vec2/" in err and "add --random-weights" in err
+
+    report_path = tmp_path / "bench.json"
+    main(["bench", "--preset", "tiny", "--random-weights", "--device", "cpu", "--steps", "1", "--seconds", "0.2",
+          "--no-naive", "--json", str(report_path)])
+    out = capsys.readouterr().out
+    assert out.startswith("random weights: speed only") and "weights random (speed only)" in out
+    report = json.loads(report_path.read_text())
+    assert report["weights"] == "random (speed only)" and report["results"][0]["frames"] == 5
