@@ -149,7 +149,7 @@ SD15 = PipelineConfig(
     ),
     # CLIP-L's vocabulary size keeps the parameter count honest; a random build pairs it with the tiny tokenizer.
     text_encoder=dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                      num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768),
+                      num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu"),
     # A random build has no ArcFace ONNX model: the tiny CNN with ArcFace's 512-d output stands in. It runs once per
     # video on one 112 x 112 crop, nothing next to 25 steps of the UNet, so the speed benchmark does not miss it.
     face_encoder=dict(embedding_dim=512),
