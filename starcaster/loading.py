@@ -59,7 +59,7 @@ def load_pipeline(name_or_folder: str | Path = "tiny", device: str | torch.devic
     elif config.preset == "tiny" and not (folder / "unet").is_dir():
         warnings.warn(
             f"No trained tiny checkpoint in {folder}: building a seeded random-initialised tiny STARCaster. "
-            "Its videos are noise until the model is trained (python -m starcaster train).",
+            "Its videos are noise until a trained checkpoint is saved there (save_pipeline).",
             stacklevel=2,
         )
         pipe = build_random_pipeline(config)
@@ -68,8 +68,6 @@ def load_pipeline(name_or_folder: str | Path = "tiny", device: str | torch.devic
     if device is not None or dtype is not None:
         with quiet_empty_float32_warning():
             pipe.to(device=device, dtype=dtype)
-        if isinstance(pipe.audio_encoder, Wav2Vec2AudioEncoder) and device is not None:
-            pipe.audio_encoder.model.to(device)  # speech features next to the UNet; float32 (they are cheap)
     return pipe
 
 
@@ -167,7 +165,7 @@ def _load_folder(folder: Path, config: PipelineConfig) -> STARCasterPipeline:
 
 def _missing_adapters(folder: Path, need: str) -> str:
     return (f"{need}, which are untrained: {folder / 'starcaster'}/ has no STARCaster adapters (config.json + "
-            "adapters.safetensors, written by python -m starcaster train). ID-driven generation works without them "
+            "adapters.safetensors, written by STARCasterModel.save_adapters after training). ID-driven generation works without them "
             "(a silent video from the motion prior).")
 
 

@@ -101,6 +101,10 @@ class STARCasterPipeline:
             module.to(device=device, dtype=dtype)
         if isinstance(self.face_embedder, torch.nn.Module):
             self.face_embedder.to(device=device)
+        # A speech model (wav2vec2) sits next to the UNet but stays float32: its features are cheap and bf16 hurts them.
+        speech_model = getattr(self.audio_encoder, "model", None)
+        if isinstance(speech_model, torch.nn.Module) and device is not None:
+            speech_model.to(device=device)
         return self
 
     def prepare_portrait(self, image, already_aligned: bool = False):
