@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Model
+from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Model
 
+from fakes import tiny_wav2vec2_config
 from starcaster.conditioning.audio import MelAudioEncoder, Wav2Vec2AudioEncoder, audio_windows
 
 SR, FPS = 16000, 25.0
@@ -17,19 +18,6 @@ def tone_burst(num_frames, first, last, amplitude=0.5, freq=1000.0):
     return samples
 
 
-def tiny_wav2vec2_config(norm="group"):
-    return Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        feat_extract_norm=norm,
-        do_stable_layer_norm=norm == "layer",
-        vocab_size=32,
-    )
 
 
 def feature_extractor():

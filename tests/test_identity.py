@@ -5,6 +5,7 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.masking_utils import create_causal_mask
 
+from fakes import write_fake_arcface
 from starcaster.conditioning.identity import (
     ARC2FACE_PROMPT,
     Arc2FaceEncoder,
@@ -146,27 +147,6 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 # ArcFace through insightface, on a stand-in ONNX model with ArcFace's signature
 
 
-def write_fake_arcface(path, seed=0):
-    """1x3x112x112 float -> 1x512: 16x16 average pooling, then a random linear map (depends on every region)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = np.random.default_rng(seed).standard_normal((3 * 7 * 7, 512)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("AveragePool", ["data"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),
-            helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
-            helper.make_node("MatMul", ["flat", "weight"], ["fc1"]),
-        ],
-        "fake_arcface",
-        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 112, 112])],
-        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 512])],
-        [numpy_helper.from_array(weight, "weight")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return weight
 
 
 def smooth_image(seed, size=112):

@@ -8,7 +8,6 @@ from diffusers import UNet2DConditionModel
 from starcaster.models import (
     AudioProjection,
     CameraProjection,
-    ReferenceBank,
     STARCasterConfig,
     STARCasterModel,
     StreamScales,

@@ -117,7 +117,7 @@ def test_second_segment_uses_the_last_context_frames(pipe, monkeypatch):
 
 
 def test_context_fed_to_the_unet_is_the_previous_segments_last_latents(pipe, monkeypatch):
-    contexts, finals = [], []
+    finals = []
     original_next = STARCasterPipeline._next_context
 
     def record(self, latents):

@@ -25,9 +25,7 @@ from starcaster import CameraPath, load_pipeline
 from starcaster.conditioning.identity import build_tiny_tokenizer
 from starcaster.loading import build_random_pipeline, capability_notice
 from starcaster.presets import PIPELINE_CONFIG_NAME, SD15, resolve
-from test_audio_features import tiny_wav2vec2_config
-from test_face import write_fake_scrfd
-from test_identity import write_fake_arcface
+from fakes import tiny_wav2vec2_config, write_fake_arcface, write_fake_scrfd
 
 pytest.importorskip("insightface")
 

@@ -115,4 +115,4 @@ def camera_vector(extrinsic, intrinsic) -> np.ndarray:
 
 
 # CameraPath lives in its own file (one idea each) but belongs to this module's public surface.
-from .camera_path import CameraPath  # noqa: E402  (imports the helpers above)
+from .camera_path import CameraPath  # noqa: E402, F401  (re-exported; imports the helpers above)
