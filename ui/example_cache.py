@@ -89,6 +89,13 @@ def _weights_stamp(name: str) -> float:
 
 def cached_examples(rows, inputs, outputs, fn, *, task: str, api_name: str, **kwargs) -> gr.Examples:
     """``gr.Examples`` that fill ``inputs`` and, through the lazy cache, ``outputs`` with ``fn``'s finished video."""
+    keep = [any(row[i] is not None for row in rows) for i in range(len(inputs))]
+    if not all(keep):
+        # Gradio 6.31 fills a cached example's inputs without its all-empty columns but expects a value for every
+        # input ("didn't return enough output values"): leave those inputs out, and give fn None in their place.
+        rows = [[value for value, k in zip(row, keep) if k] for row in rows]
+        inputs = [component for component, k in zip(inputs, keep) if k]
+        fn = _blanks_for_missing(fn, keep)
     examples = gr.Examples(rows, inputs, outputs, fn=fn, cache_examples=True, cache_mode="lazy", api_name=api_name,
                            api_visibility="undocumented", **kwargs)
     folder = Path(CACHE_ROOT) / f"{task}-{fingerprint(rows, get_pipeline())}"
@@ -97,3 +104,11 @@ def cached_examples(rows, inputs, outputs, fn, *, task: str, api_name: str, **kw
     examples.cached_file = folder / "log.csv"
     examples.cached_indices_file = folder / "indices.csv"
     return examples
+
+
+def _blanks_for_missing(fn, keep):
+    def call(*values):
+        given = iter(values)
+        return fn(*(next(given) if k else None for k in keep))
+
+    return call

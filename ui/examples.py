@@ -100,7 +100,8 @@ def orbit_examples(inputs, fn=None, outputs=None, load_camera=None, camera_outpu
                      task="orbit")
     if examples is not None and load_camera is not None:
         # Its own listener on the click, beside the cache's: the editor redraws at once, not after a first generation.
+        # Gradio's example dataset hands listeners (index, row), the row without all-empty columns.
         column = examples.inputs_with_examples.index(inputs[3])
-        examples.dataset.click(lambda row: load_camera(row[column]), examples.dataset, camera_outputs, queue=False,
-                               show_progress="hidden", api_visibility="private")
+        examples.dataset.click(lambda picked: load_camera(picked[1][column]), examples.dataset, camera_outputs,
+                               queue=False, show_progress="hidden", api_visibility="private")
     return examples

@@ -7,6 +7,7 @@ Examples come from a small stand-in ``assets/`` folder and are sampled with one 
 Screenshots go to ``tmp_path``, or to ``docs/screenshots/`` with ``STARCASTER_SCREENSHOTS=docs/screenshots``.
 """
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -34,8 +35,10 @@ def small_assets(tmp_path_factory):
     from ui import examples
 
     root = tmp_path_factory.mktemp("assets")
-    (root / "portraits").mkdir()
-    (root / "audio").mkdir()
+    for sub in ("portraits", "audio", "cameras"):
+        (root / sub).mkdir()
+    (root / "cameras" / "sweep.json").write_text(json.dumps({"num_frames": 15, "fps": 25, "keyframes": [
+        {"frame": 0, "azimuth": -50, "elevation": 10}, {"frame": 14, "azimuth": 50, "elevation": -10}]}))
     bundled = examples.portraits()
     if bundled:
         shutil.copy(bundled[0], root / "portraits" / "face.png")
@@ -194,4 +197,17 @@ def test_example_click_shows_its_cached_video(page, shots):
         timeout=30000)
     page.wait_for_selector("#portrait-mp4 a", timeout=10000)
     page.screenshot(path=str(shots / "portrait_example.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+def test_orbit_example_redraws_the_editor_at_once_and_plays(page):
+    page.get_by_role("tab", name="Free-viewpoint orbit").click()
+    rev = _revision(page)
+    page.locator("#orbit-examples").get_by_text("sweep camera").click()
+    _wait_redraw(page, rev)  # the editor shows the example's path before its video is generated
+    assert page.evaluate(f"() => document.querySelector('{PLOT}').dataset.numFrames") == "15"
+    sync_api.expect(page.locator("#orbit-status")).to_contain_text("cached", timeout=120000)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('#orbit-video video'); return v && v.readyState >= 2; }",
+        timeout=30000)
     assert not page.errors, page.errors
