@@ -52,4 +52,4 @@ def run_button(label: str, available: bool, elem_id: str) -> gr.Button:
     """The tab's run button; when unavailable it says so (and its handler answers with the reason)."""
     if available:
         return gr.Button(label, variant="primary", elem_id=elem_id)
-    return gr.Button(f"{label} (not available with this model)", variant="secondary", elem_id=elem_id)
+    return gr.Button(f"{label} (unavailable)", variant="secondary", elem_id=elem_id)
