@@ -154,6 +154,14 @@ def test_identity_endpoint_from_photo(client, files, pipe):
     _assert_video(result, SPEECH_SECONDS, pipe)
 
 
+def test_identity_endpoint_without_speech_is_a_silent_clip_of_the_chosen_length(client, files, pipe):
+    # What an sd15 folder without trained adapters can still do: ID-driven generation from the motion prior.
+    result = client.predict(handle_file(files["portrait"]), None, None, True, *SAMPLING.values(), 0.8,
+                            api_name="/identity")
+    _assert_video(result, 0.8, pipe)  # 20 frames, with a (silent) audio track of the same length
+    assert "silent" in result[3].lower()
+
+
 def test_orbit_endpoint_silent_with_keyframes_and_random_seed(client, files, pipe):
     camera = json.dumps({"num_frames": 10, "fps": 25, "keyframes": [
         {"frame": 0, "azimuth": -40, "elevation": 5}, {"frame": 9, "azimuth": 40, "elevation": -5}]})

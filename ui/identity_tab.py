@@ -1,4 +1,8 @@
-"""ID-driven generation: a photo's identity (or a saved embedding) + speech -> a new talking video of that person."""
+"""ID-driven generation: a photo's identity (or a saved embedding) + speech -> a new talking video of that person.
+
+Speech is optional: without it the clip is a silent video from the motion prior, which is all an ``sd15`` folder
+without trained STARCaster adapters can do; its length then comes from the slider.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,14 @@ from . import capabilities, examples
 from .errors import user_errors
 from .example_cache import run_example
 from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
-from .inputs import face_crop, read_audio, read_identity
+from .inputs import face_crop, max_seconds, read_audio, read_identity
 from .model import get_pipeline
 from .portrait_tab import preview
 
 TASK = "identity"
 
 
-def request(image, embedding, audio, already_aligned) -> tuple[dict, str]:
+def request(image, embedding, audio, already_aligned, seconds=3.0) -> tuple[dict, str]:
     """(the pipeline's inputs, a note for the status line), checked before any sampling starts."""
     pipe = get_pipeline()
     require(TASK, pipe)
@@ -28,14 +32,22 @@ def request(image, embedding, audio, already_aligned) -> tuple[dict, str]:
     elif image is not None:
         notes = "The uploaded embedding was used; the photo was ignored."
         image = None
-    sound = read_audio(pipe, audio, required=True)
-    return dict(image=image, identity=identity, audio=sound, already_aligned=bool(already_aligned)), notes
+    sound = read_audio(pipe, audio, required=False)
+    num_frames = None  # with speech, the audio sets the length
+    if sound is None:
+        seconds = 3.0 if seconds is None else float(seconds)
+        if not 0 < seconds <= max_seconds(pipe):
+            raise ValueError(f"The length must be between 0 and {max_seconds(pipe):g} seconds.")
+        num_frames = max(1, round(seconds * pipe.fps))
+        notes = (notes + " " if notes else "") + "No speech: a silent clip from the motion prior."
+    return dict(image=image, identity=identity, audio=sound, num_frames=num_frames,
+                already_aligned=bool(already_aligned)), notes
 
 
 @user_errors
 def generate(image, embedding, audio, already_aligned, seed, randomize, steps, guidance, audio_s, identity_s,
-             camera_s, progress=gr.Progress()):
-    inputs, notes = request(image, embedding, audio, already_aligned)
+             camera_s, seconds=3.0, progress=gr.Progress()):
+    inputs, notes = request(image, embedding, audio, already_aligned, seconds)
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
     yield from run_stream(TASK, progress, notes=notes, **inputs, **args)
 
@@ -61,8 +73,10 @@ def build() -> None:
             crop_note = gr.Markdown("")
             embedding = gr.File(label="...or an identity embedding (.npy)", file_types=[".npy"],
                                 elem_id="identity-embedding")
-            audio = gr.Audio(type="filepath", label="Speech audio", sources=["upload", "microphone"],
-                             elem_id="identity-audio")
+            audio = gr.Audio(type="filepath", label="Speech audio (optional: without it, a silent clip)",
+                             sources=["upload", "microphone"], elem_id="identity-audio")
+            seconds = gr.Slider(0.5, 10.0, value=3.0, step=0.1, label="Length in seconds (silent clip; with audio "
+                                "the audio's length is used)", elem_id="identity-seconds")
             controls = Controls.build("identity")
             with gr.Row():
                 button = capabilities.run_button("Generate", available, elem_id="identity-run")
@@ -73,6 +87,6 @@ def build() -> None:
     # One dependency for both triggers, always the last: a slow preview of the old settings never overwrites a new one.
     gr.on([image.change, aligned.change], preview, [image, aligned], [crop, crop_note], trigger_mode="always_last",
           api_visibility="undocumented")
-    inputs = [image, embedding, audio, aligned] + controls.inputs()
+    inputs = [image, embedding, audio, aligned] + controls.inputs() + [seconds]  # appended: keeps the API order
     wire(button, stop, generate, inputs, outputs, api_name="identity")
     examples.identity_examples([image, audio, aligned], example if available else None, outputs.example_components())
