@@ -14,7 +14,7 @@ from .example_cache import run_example
 from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
 from .inputs import face_crop, max_seconds, read_audio, read_identity
 from .model import get_pipeline
-from .portrait_tab import preview
+from .portrait_input import PortraitInput
 
 TASK = "identity"
 
@@ -63,14 +63,8 @@ def build() -> None:
     gr.Markdown("The video shows a **new** clip of the person (not a copy of the photo): only their identity is kept.")
     with gr.Row():
         with gr.Column():
-            with gr.Row():
-                image = gr.Image(type="filepath", label="Photo of the person", sources=["upload", "clipboard"],
-                                 elem_id="identity-image", height=256)
-                crop = gr.Image(label="Face crop used for the identity", interactive=False, height=256,
-                                elem_id="identity-crop")
-            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)",
-                                  elem_id="identity-aligned")
-            crop_note = gr.Markdown("")
+            photo = PortraitInput.build("identity", "Photo of the person", "Face crop used for the identity")
+            image, aligned = photo.image, photo.aligned
             embedding = gr.File(label="...or an identity embedding (.npy)", file_types=[".npy"],
                                 elem_id="identity-embedding")
             audio = gr.Audio(type="filepath", label="Speech audio (optional: without it, a silent clip)",
@@ -84,9 +78,6 @@ def build() -> None:
         with gr.Column():
             outputs = Outputs.build(controls.seed, "identity")
 
-    # One dependency for both triggers, always the last: a slow preview of the old settings never overwrites a new one.
-    gr.on([image.change, aligned.change], preview, [image, aligned], [crop, crop_note], trigger_mode="always_last",
-          api_visibility="undocumented")
     inputs = [image, embedding, audio, aligned] + controls.inputs() + [seconds]  # appended: keeps the API order
     wire(button, stop, generate, inputs, outputs, api_name="identity")
     examples.identity_examples([image, audio, aligned], example if available else None, outputs.example_components())

@@ -12,7 +12,7 @@ from .example_cache import run_example
 from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
 from .inputs import face_crop, max_seconds, read_audio
 from .model import get_pipeline
-from .portrait_tab import preview
+from .portrait_input import PortraitInput
 
 TASK = "orbit"
 
@@ -52,13 +52,8 @@ def build() -> None:
     available = capabilities.tab_notice(TASK)
     with gr.Row():
         with gr.Column():
-            with gr.Row():
-                image = gr.Image(type="filepath", label="Portrait photo", sources=["upload", "clipboard"],
-                                 elem_id="orbit-image", height=256)
-                crop = gr.Image(label="Face crop used", interactive=False, height=256, elem_id="orbit-crop")
-            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)",
-                                  elem_id="orbit-aligned")
-            crop_note = gr.Markdown("")
+            photo = PortraitInput.build("orbit")
+            image, aligned = photo.image, photo.aligned
             audio = gr.Audio(type="filepath", label="Speech audio (optional: silent orbit without)",
                              sources=["upload", "microphone"], elem_id="orbit-audio")
             seconds = gr.Slider(0.5, 10.0, value=3.0, step=0.1, label="Length in seconds (silent orbit; "
@@ -71,9 +66,6 @@ def build() -> None:
             editor = CameraEditor(seconds)
             outputs = Outputs.build(controls.seed, "orbit")
 
-    # One dependency for both triggers, always the last: a slow preview of the old settings never overwrites a new one.
-    gr.on([image.change, aligned.change], preview, [image, aligned], [crop, crop_note], trigger_mode="always_last",
-          api_visibility="undocumented")
     inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs()
     wire(button, stop, generate, inputs, outputs, api_name="orbit")
     examples.orbit_examples([image, audio, aligned, editor.json], example if available else None,

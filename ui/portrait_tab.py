@@ -10,21 +10,9 @@ from .example_cache import run_example
 from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
 from .inputs import face_crop, read_audio
 from .model import get_pipeline
+from .portrait_input import PortraitInput
 
 TASK = "portrait"
-
-
-@user_errors
-def preview(image, already_aligned):
-    """Show the crop the model will see as soon as a photo is chosen; a failed detection says what to do."""
-    if image is None:
-        return None, ""
-    try:
-        crop, note = face_crop(get_pipeline(), image, already_aligned)
-    except ValueError as exc:
-        gr.Warning(str(exc))
-        return None, f"**{exc}**"
-    return crop, note
 
 
 def request(image, audio, already_aligned) -> dict:
@@ -53,13 +41,8 @@ def build() -> None:
     available = capabilities.tab_notice(TASK)
     with gr.Row():
         with gr.Column():
-            with gr.Row():
-                image = gr.Image(type="filepath", label="Portrait photo", sources=["upload", "clipboard"],
-                                 elem_id="portrait-image", height=256)
-                crop = gr.Image(label="Face crop used", interactive=False, height=256, elem_id="portrait-crop")
-            aligned = gr.Checkbox(False, label="Already an aligned portrait (skip face detection)",
-                                  elem_id="portrait-aligned")
-            crop_note = gr.Markdown("")
+            photo = PortraitInput.build("portrait")
+            image, aligned = photo.image, photo.aligned
             audio = gr.Audio(type="filepath", label="Speech audio", sources=["upload", "microphone"],
                              elem_id="portrait-audio")
             controls = Controls.build("portrait")
@@ -69,9 +52,6 @@ def build() -> None:
         with gr.Column():
             outputs = Outputs.build(controls.seed, "portrait")
 
-    # One dependency for both triggers, always the last: a slow preview of the old settings never overwrites a new one.
-    gr.on([image.change, aligned.change], preview, [image, aligned], [crop, crop_note], trigger_mode="always_last",
-          api_visibility="undocumented")
     inputs = [image, audio, aligned] + controls.inputs()
     wire(button, stop, generate, inputs, outputs, api_name="portrait")
     examples.portrait_examples([image, audio, aligned], example if available else None, outputs.example_components())
