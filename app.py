@@ -25,6 +25,7 @@ INTRO = (
     "talking head. Each finished segment streams to the player as soon as it is ready."
 )
 
+
 def build_demo() -> gr.Blocks:
     if camera_editor.PLOTLY_JS:
         gr.set_static_paths([camera_editor.PLOTLY_JS])  # Plotly is served from the pip package, never a CDN

@@ -34,9 +34,14 @@ def get_pipeline(name: str | None = None):
         return _pipeline
     with _lock:
         if _pipeline is None or _pipeline_name != name:
+            import torch
+
             from starcaster import load_pipeline  # imported here so building the UI does not pay for torch
 
-            _pipeline = load_pipeline(name)
+            # On a GPU (ZeroGPU included: it wants the model placed on cuda at start-up) sample in bf16 there.
+            on_gpu = torch.cuda.is_available()
+            _pipeline = load_pipeline(name, device="cuda" if on_gpu else None,
+                                      dtype=torch.bfloat16 if on_gpu else None)
             _pipeline_name = name
     return _pipeline
 
