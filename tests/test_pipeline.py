@@ -200,3 +200,14 @@ def test_bad_input_raises_before_sampling(pipe, kwargs, match, monkeypatch):
     with pytest.raises(ValueError, match=match):
         run(pipe, **kwargs)
     assert not calls
+
+
+def test_bfloat16_pipeline_runs(pipe):
+    # bf16 is the GPU default (CLI, app): check the dtype plumbing on CPU, where CI runs.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = load_pipeline("tiny", dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    segments = run(half, audio=speech(half, 0.4), steps=1)
+    frames = np.concatenate([s.frames for s in segments])
+    assert frames.shape == (10, half.resolution, half.resolution, 3) and frames.std() > 1.0
