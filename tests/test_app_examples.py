@@ -191,3 +191,12 @@ def test_stop_says_at_which_segment_the_generation_stopped(assets, pipe, monkeyp
     status, after = generation.stopped_status(state)
     assert "Stopped during segment 2 of 3" in status and "16 frames" in status and after.finished
     assert isinstance(generation.stopped_status(after)[0], type(gr.skip()))  # a second Stop changes nothing
+
+
+def test_untrained_weights_are_announced(pipe, monkeypatch):
+    import app
+
+    monkeypatch.setattr(pipe, "trained", False)
+    assert "random weights" in _by_id(app.build_demo(), "untrained-notice").value
+    monkeypatch.setattr(pipe, "trained", True)
+    assert _by_id(app.build_demo(), "untrained-notice") is None

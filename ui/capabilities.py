@@ -30,8 +30,15 @@ def _notice(body: str, elem_id: str) -> gr.HTML:
     return gr.HTML(f'<div style="{NOTICE_STYLE}">⚠️ {body}</div>', elem_id=elem_id, padding=False)
 
 
+UNTRAINED = ("<b>This model has random weights</b> (no trained checkpoint in its folder yet), so every video is "
+             "noise. The demo's controls, streaming and camera editor all work; the pictures will once a trained "
+             "checkpoint is in place.")
+
+
 def page_notice() -> gr.HTML | None:
-    """One notice above the tabs listing every unavailable task, or nothing when the model can do them all."""
+    """Notices above the tabs: untrained weights, and every unavailable task; nothing when all is well."""
+    if not getattr(get_pipeline(), "trained", True):
+        _notice(UNTRAINED, "untrained-notice")
     gaps = missing()
     if not gaps:
         return None
