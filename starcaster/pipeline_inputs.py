@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .conditioning.audio import audio_windows
 from .conditioning.camera import CameraPath
 from .video import audio_slice, frame_count, is_silent, load_audio
 
@@ -50,10 +51,10 @@ class SegmentAudioFeatures:
         a = max(0, first - radius - self.margin)
         b = min(self.num_frames, end + radius + self.margin)
         local = self.encoder(audio_slice(self.samples, self.sample_rate, self.fps, a, b - a), b - a, self.fps)
-        # Frames before 0 (first segment's context) or past the end reuse the nearest real frame's features.
-        index = np.arange(first, end)[:, None] + np.arange(-radius, radius + 1)[None]
-        index = np.clip(index, 0, self.num_frames - 1) - a
-        return torch.as_tensor(local)[torch.from_numpy(index)]
+        # Frames before 0 (first segment's context) or past the end reuse the nearest real frame's features. The
+        # window [a, b) stops short of the clip's ends only where the margin covers every index, so clamping to the
+        # window is clamping to the clip.
+        return audio_windows(torch.as_tensor(local), first - a, end - first, radius)
 
 
 def prepare_inputs(pipe, task, image=None, audio=None, camera=None, identity=None, num_frames=None,
