@@ -1,4 +1,4 @@
-"""Command line: ``python -m starcaster {generate,bench}``."""
+"""Command line: ``python -m starcaster {generate,bench,train}``."""
 
 from __future__ import annotations
 
@@ -34,10 +34,20 @@ def main(argv=None):
                        help="build the preset's architecture with random weights, no files needed (speed only)")
     _common(bench)
 
+    tr = sub.add_parser("train", help="train one config, or a whole recipe (--recipe tiny) into a pipeline folder")
+    tr.add_argument("config", nargs="?", help="a training config JSON (starcaster/training/configs/...)")
+    tr.add_argument("--recipe", help="run every step of a shipped recipe in order (tiny)")
+    tr.add_argument("--only", nargs="+", help="with --recipe: only these steps")
+    tr.add_argument("--out", required=True, help="the pipeline folder being built (state under OUT/train)")
+    tr.add_argument("--resume", action="store_true", help="continue from the latest saved state")
+    tr.add_argument("--max-steps", type=int, help="cap every step at N optimizer steps (smoke run)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
             _generate(args)
+        elif args.command == "train":
+            _train(args)
         else:
             _bench(args)
     except (ValueError, FileNotFoundError) as e:
@@ -115,3 +125,16 @@ def _bench(args):
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def _train(args):
+    from .training import TrainConfig, run_config, run_recipe
+
+    if (args.config is None) == (args.recipe is None):
+        raise ValueError("give either a config file or --recipe NAME.")
+    if args.config is not None:
+        report = run_config(TrainConfig.from_file(args.config), args.out, resume=args.resume,
+                            max_steps=args.max_steps)
+    else:
+        report = run_recipe(args.recipe, args.out, resume=args.resume, max_steps=args.max_steps, only=args.only)
+    print(json.dumps(report, indent=2, default=str))

@@ -17,6 +17,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MIN_SIDE = 32
 
 
+def to_model_range(images):
+    """uint8 image tensor (any layout) -> float32 in [-1, 1], the range the VAE works in."""
+    return images.float() / 127.5 - 1.0
+
+
+def from_model_range(images):
+    """Float image tensor in [-1, 1] -> uint8 tensor (values outside are clipped)."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte()
+
+
 
 def load_image(src, max_pixels: int = 40_000_000) -> np.ndarray:
     """Path, bytes, PIL image or array -> uint8 (H, W, 3) RGB, upright (EXIF rotation applied), alpha over white."""

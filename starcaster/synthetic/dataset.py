@@ -17,6 +17,7 @@ from ..conditioning.camera import camera_vector, default_intrinsics, look_at, or
 from . import espeak
 from .expression import FaceState
 from .head import HeadIdentity, build_scene, identity_vector
+from .landmarks import mouth_pixels
 from .motion import blinks, gaze, head_motion
 from .phonemes import VISEMES, Utterance, frame_average, frame_visemes, mouth_control, random_utterance
 from .renderer import render
@@ -48,6 +49,7 @@ class SyntheticClip:
     blink: np.ndarray  # float32 (F,)
     visemes: np.ndarray  # int64 (F,), indices into `phonemes.VISEMES`
     reference: np.ndarray  # uint8 (H, W, 3): frontal neutral portrait, same identity and light
+    mouth_xy: np.ndarray  # float32 (F, 2): the true mouth centre in pixels (column, row), for mouth crops
     text: str
     phonemes: list  # phoneme names, timed by `phoneme_durations`
     phoneme_durations: np.ndarray  # float32 seconds
@@ -144,7 +146,8 @@ def make_clip(
     path, trajectory = talk_camera(rng, num_frames, fps) if mode == "talk" else orbit_camera(rng, num_frames, fps)
 
     extrinsics, intrinsics = path.extrinsics.astype(np.float32), path.intrinsics.astype(np.float32)
-    frames = render(build_scene(ident, state, light=light), extrinsics, intrinsics, size=size, supersample=supersample)
+    scene = build_scene(ident, state, light=light)
+    frames = render(scene, extrinsics, intrinsics, size=size, supersample=supersample)
     return SyntheticClip(
         frames=frames,
         audio=audio,
@@ -160,6 +163,7 @@ def make_clip(
         blink=state.blink,
         visemes=frame_visemes(utt, num_frames, fps),
         reference=render_reference(ident, size, light, supersample),
+        mouth_xy=mouth_pixels(scene, extrinsics, intrinsics, size),
         text=utt.text,
         phonemes=list(utt.phonemes),
         phoneme_durations=utt.durations.astype(np.float32),
@@ -235,7 +239,7 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
     def clip(self, index: int) -> SyntheticClip:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length} clips.")
-        config = f"{self.mode}-{self.speech}-f{self.num_frames}-p{self.size}x{self.supersample}"
+        config = f"v2-{self.mode}-{self.speech}-f{self.num_frames}-p{self.size}x{self.supersample}"
         key = f"{self.split}-s{self.seed}-{config}-{index}.npz"
         if self.cache_dir is not None and (self.cache_dir / key).exists():
             return load_clip(self.cache_dir / key)
