@@ -96,3 +96,68 @@ def test_frustum_points_toward_the_head_and_opens_with_the_fov():
     assert np.allclose(corners[:, 2], 2.2)  # 0.5 in front of the camera, toward the head at the origin
     half_width = np.abs(corners[:, 0]).max()
     assert half_width == pytest.approx(0.5 * math.tan(math.radians(10)), rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The input view: where presets, shipped paths and the editor's figures start
+
+
+def test_shipped_camera_files_are_their_recipes_and_start_at_the_input_view():
+    from starcaster.conditioning.camera import input_camera
+    from ui import camera_assets
+
+    recipes = camera_assets.recipes()
+    assert {p.name for p in camera_assets.ASSET_DIR.glob("*.json")} == set(recipes)
+    extrinsic, intrinsic = input_camera()
+    for name, recipe in recipes.items():
+        shipped = CameraPath.from_json((camera_assets.ASSET_DIR / name).read_text())
+        assert len(shipped) == len(recipe), name
+        np.testing.assert_allclose(shipped.extrinsics, recipe.extrinsics, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(shipped.extrinsics[0], extrinsic, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(shipped.intrinsics[0], intrinsic, atol=1e-5, err_msg=name)
+
+
+def test_camera_assets_script_writes_files_that_load(tmp_path):
+    from ui import camera_assets
+
+    written = camera_assets.write(tmp_path)
+    assert sorted(p.name for p in written) == sorted(camera_assets.recipes())
+    for p in written:
+        assert len(CameraPath.from_json(p.read_text())) > 1
+
+
+@pytest.mark.parametrize("preset", ck.PRESETS)
+def test_editor_presets_start_at_the_input_view(preset):
+    from starcaster.conditioning.camera import input_camera
+
+    for frames in (2, 40, 75):
+        path = ck.preset_path(preset, frames, seed=3)
+        np.testing.assert_allclose(path.extrinsics[0], input_camera()[0], atol=1e-5)
+        row = ck.keyframes_to_rows(ck.keyframes_of(path))[0]
+        assert row[:4] == [0, 0.0, 0.0, 2.7]  # the table's first row reads as the input view too
+
+
+def test_figure_marks_the_input_view_in_both_views():
+    path = ck.preset_path("oscillation", 50, seed=1)
+    fig = figure(path, ck.keyframes_of(path))
+    by_name = {t["name"]: t for t in fig["data"]}
+    marker_3d, marker_top = by_name["input view"], by_name["input view (top view)"]
+    assert (marker_3d["x"], marker_3d["y"], marker_3d["z"]) == ([0.0], [0.0], [2.7])
+    assert marker_3d["scene"] == "scene" and marker_3d["text"] == ["input view"]
+    assert (marker_top["x"], marker_top["y"]) == ([0.0], [2.7]) and marker_top["xaxis"] == "x"
+    # ... and it is where the path begins.
+    np.testing.assert_allclose(by_name["camera path"]["x"][0], 0.0, atol=1e-4)
+    np.testing.assert_allclose(by_name["camera path"]["z"][0], 2.7, atol=1e-4)
+
+
+def test_editor_says_where_the_input_view_is():
+    import gradio as gr
+
+    from ui.camera_editor import CameraEditor
+
+    with gr.Blocks() as demo:
+        CameraEditor(gr.Slider(0.5, 10.0, value=2.0))
+    notes = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "camera-input-view"]
+    assert len(notes) == 1
+    text = notes[0].value
+    assert "input view" in text and "azimuth 0°" in text and "elevation 0°" in text and "2.7" in text

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,12 +11,72 @@ from starcaster.conditioning.camera import (
     camera_center,
     camera_vector,
     default_intrinsics,
+    input_camera,
     intrinsics_from_fov,
     look_at,
     orbit_eye,
     project,
     validate_extrinsic,
 )
+from starcaster.conditioning.camera_path import PRESET_EASE_IN, PRESETS
+
+
+@pytest.mark.parametrize("first", ["starcaster.conditioning.camera_path", "starcaster.conditioning.camera", "starcaster"])
+def test_camera_modules_import_in_any_order(first):
+    # A fresh interpreter, so nothing is imported yet: camera.py re-exports CameraPath from camera_path.py, which
+    # imports camera.py's helpers, and neither order may hit the half-initialised other module.
+    code = (f"import {first}\n"
+            "from starcaster import CameraPath as A\n"
+            "from starcaster.conditioning.camera import CameraPath as B\n"
+            "from starcaster.conditioning.camera_path import CameraPath as C\n"
+            "assert A is B is C and len(C.orbit(3)) == 3\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_input_camera_is_the_frontal_default_camera():
+    extrinsic, intrinsic = input_camera()
+    np.testing.assert_allclose(camera_center(extrinsic), [0, 0, 2.7], atol=1e-12)
+    np.testing.assert_allclose(extrinsic, look_at(orbit_eye(0, 0, 2.7)), atol=1e-12)
+    np.testing.assert_allclose(intrinsic, default_intrinsics(), atol=1e-12)
+
+
+@pytest.mark.parametrize("num_frames", [2, 16, 75, 250])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_starts_at_the_input_view(preset, num_frames):
+    extrinsic, intrinsic = input_camera()
+    for seed in (0, 5):
+        path = CameraPath.preset(preset, num_frames, fps=25.0, seed=seed)
+        assert len(path) == num_frames
+        np.testing.assert_allclose(path.extrinsics[0], extrinsic, atol=1e-5)
+        np.testing.assert_allclose(path.intrinsics[0], intrinsic, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_frames", [16, 50, 125, 250])
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "static"])
+def test_presets_leave_the_input_view_without_a_jump(preset, num_frames):
+    path = CameraPath.preset(preset, num_frames, seed=5)
+    steps = np.linalg.norm(np.diff(path.positions(), axis=0), axis=1)
+    assert steps.max() > 1e-3  # it does move
+    # No jump out of the input view: the first step is no bigger than the next one.
+    assert steps[0] <= 1.01 * steps[1]
+    if num_frames >= 50:  # two seconds or more: step sizes change gradually and the eased presets start slowly
+        assert np.abs(np.diff(steps)).max() <= 0.35 * steps.max()
+        assert steps[0] <= 0.25 * steps.max()  # it leaves the input view at rest, not at full speed
+
+
+def test_oscillation_ease_in_only_changes_the_start():
+    raw = CameraPath.oscillation(125, seed=3)  # the paper's trajectories, as the training data uses them
+    eased = CameraPath.oscillation(125, seed=3, ease_in=PRESET_EASE_IN)
+    settled = int(PRESET_EASE_IN * 25)
+    np.testing.assert_allclose(eased.extrinsics[settled:], raw.extrinsics[settled:], atol=1e-12)
+    assert not np.allclose(raw.extrinsics[0], input_camera()[0], atol=1e-3)
+    np.testing.assert_allclose(eased.extrinsics[0], input_camera()[0], atol=1e-12)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="orbit, sweep, zoom, oscillation, static"):
+        CameraPath.preset("spiral", 10)
 
 
 def test_look_at_frontal_camera_follows_opencv_convention():

@@ -149,6 +149,7 @@ class CameraEditor:
             self.preset = gr.Dropdown(ck.PRESETS, value=ck.DEFAULT_PRESET, label="Camera preset", elem_id="camera-preset",
                                       info="oscillation = the paper's smooth 140 x 70 degree trajectories")
             self.seed = gr.Number(0, precision=0, label="Oscillation seed", minimum=0)
+        gr.Markdown(ck.INPUT_VIEW_NOTE, elem_id="camera-input-view")
         self.plot = gr.HTML(fig, html_template=PLOT_TEMPLATE, css_template=PLOT_CSS, js_on_load=PLOT_JS,
                             head=PLOTLY_HEAD, elem_id="camera-plot", min_height=420)
         self.table = gr.Dataframe(rows, headers=ck.KEYFRAME_COLUMNS, datatype="number", type="array",

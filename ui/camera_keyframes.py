@@ -11,29 +11,25 @@ import math
 
 import numpy as np
 
+from starcaster.conditioning.camera import DEFAULT_DISTANCE, INPUT_AZIMUTH, INPUT_ELEVATION
+from starcaster.conditioning.camera_path import PRESETS as _LIBRARY_PRESETS
+
 KEYFRAME_COLUMNS = ["frame", "azimuth", "elevation", "distance", "fov"]
-PRESETS = ["orbit", "sweep", "zoom", "oscillation", "static"]
+PRESETS = list(_LIBRARY_PRESETS)
 DEFAULT_PRESET = "orbit"
 EDITOR_FPS = 25.0  # the pipeline's rate; generation resamples the path to the video's frame count anyway
 SAMPLED_KEYFRAMES = 5
+INPUT_VIEW_NOTE = ("The **input view** (★ in the figures) is the camera your portrait is seen from: in front of the "
+                   f"face, azimuth {INPUT_AZIMUTH:g}°, elevation {INPUT_ELEVATION:g}°, distance {DEFAULT_DISTANCE:g}. "
+                   "Every preset starts there and moves away smoothly; start your own keyframes with frame 0 at "
+                   "azimuth 0 and elevation 0 to do the same.")
 
 
 def preset_path(name: str, num_frames: int, fps: float = EDITOR_FPS, seed: int = 0):
-    """One of the editor's presets over ``num_frames`` frames."""
+    """One of the editor's presets over ``num_frames`` frames; each starts at the input view (``CameraPath.preset``)."""
     from starcaster import CameraPath
 
-    num_frames = max(int(num_frames), 2)
-    if name == "orbit":
-        return CameraPath.orbit(num_frames, fps=fps)
-    if name == "sweep":
-        return CameraPath.sweep(num_frames, fps=fps)
-    if name == "zoom":
-        return CameraPath.zoom(num_frames, fps=fps)
-    if name == "oscillation":  # the paper's smooth oscillatory trajectories (140 deg azimuth x 70 deg elevation)
-        return CameraPath.oscillation(num_frames, seed=int(seed), fps=fps)
-    if name == "static":
-        return CameraPath.static(num_frames, fps=fps)
-    raise ValueError(f"Unknown camera preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return CameraPath.preset(name, max(int(num_frames), 2), fps=fps, seed=int(seed))
 
 
 def spherical(extrinsic: np.ndarray, intrinsic: np.ndarray) -> dict:

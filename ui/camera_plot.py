@@ -1,4 +1,5 @@
-"""The camera-path figure: a 3D view (head, path, cameras and their frusta) beside a draggable top view.
+"""The camera-path figure: a 3D view (head, path, cameras and their frusta) beside a draggable top view; both mark
+the input view, the camera the portrait itself is seen from, where every preset starts.
 
 Built as a plain Plotly JSON dict (no ``plotly`` import needed): the browser draws it with the pip package's own
 ``plotly.min.js``. Plotly 3D has no draggable points, so keyframes are editable circles (``layout.shapes``) in the 2D
@@ -11,12 +12,16 @@ import json
 
 import numpy as np
 
+from starcaster.conditioning.camera import camera_center, input_camera
+
 HEAD_RADII = (0.19, 0.25, 0.21)  # x, y, z: about the tiny world's heads, which fit the +-0.32 image at distance 2.7
 HANDLE_RADIUS = 0.2
 FRUSTUM_DEPTH = 0.45
 MAX_FRUSTA = 8
 PATH_COLOR = "#6c5ce7"
 KEY_COLOR = "#e17055"
+INPUT_COLOR = "#00b894"
+INPUT_LABEL = "input view"  # the camera the portrait is seen from; presets start here
 
 
 def _head_surface() -> dict:
@@ -38,6 +43,19 @@ def _face_marks() -> dict:
         "x": [-0.07, 0.07, 0.0], "y": [0.05, 0.05, -0.02], "z": [0.19, 0.19, 0.24],
         "marker": {"size": [4, 4, 5], "color": ["#2d3436", "#2d3436", "#d35400"]},
     }
+
+
+def _input_view() -> list[dict]:
+    """The input view, marked in both views: where the portrait's own camera sits (presets start there)."""
+    centre = camera_center(input_camera()[0]).round(4)
+    common = {"name": INPUT_LABEL, "mode": "markers+text", "text": [INPUT_LABEL], "hoverinfo": "name",
+              "textposition": "top center", "textfont": {"color": INPUT_COLOR}}
+    return [
+        {"type": "scatter3d", "scene": "scene", **common, "x": [centre[0]], "y": [centre[1]], "z": [centre[2]],
+         "marker": {"size": 7, "symbol": "diamond", "color": INPUT_COLOR}},
+        {"type": "scatter", "xaxis": "x", "yaxis": "y", **common, "name": f"{INPUT_LABEL} (top view)",
+         "x": [centre[0]], "y": [centre[2]], "marker": {"size": 14, "symbol": "star", "color": INPUT_COLOR}},
+    ]
 
 
 def frustum_lines(extrinsic: np.ndarray, intrinsic: np.ndarray, depth: float = FRUSTUM_DEPTH) -> np.ndarray:
@@ -98,6 +116,7 @@ def figure(path, keyframes: list[dict], revision: int = 0) -> dict:
         {"type": "scatter", "mode": "text", "name": "keyframe labels", "xaxis": "x", "yaxis": "y",
          "x": r(key_pos[:, 0]), "y": r(key_pos[:, 2]), "text": [str(i + 1) for i in range(len(key_frames))],
          "hoverinfo": "skip", "textfont": {"color": "white"}},
+        *_input_view(),
     ]
     shapes = [
         {"type": "circle", "xref": "x", "yref": "y", "name": f"keyframe-{i}",

@@ -10,6 +10,9 @@ Convention — every module in the project (model, renderer, UI) uses exactly th
   u in [0, 1] across the image width (pixel column = u * W), v likewise down the height. Normalising by the image
   size makes the same camera valid at every resolution. The default focal length 4.2647 is EG3D's.
 * The model's camera condition c_c is the 25-d vector: 16 extrinsic values then 9 intrinsic values, row-major.
+* The **input view** is the camera the input portrait is seen from: frontal (azimuth 0, elevation 0), distance 2.7,
+  default intrinsics (``input_camera``). Orbit presets start there and move away from it (the paper's trajectories run
+  "between the input and target viewpoints"), so the first frame shows the portrait as given.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ DEFAULT_DISTANCE = 2.7
 DEFAULT_FOCAL = 4.2647
 DEFAULT_FOV = float(np.degrees(2.0 * np.arctan(0.5 / DEFAULT_FOCAL)))  # ~13.37 degrees
 CAMERA_VECTOR_DIM = 25
+INPUT_AZIMUTH, INPUT_ELEVATION = 0.0, 0.0  # the input view, in degrees (see ``input_camera``)
 
 # A proper rotation satisfies R R^T = I and det R = +1; this is the slack allowed for float32 round trips.
 _ROTATION_TOL = 1e-3
@@ -61,6 +65,11 @@ def intrinsics_from_fov(fov_deg: float = DEFAULT_FOV) -> np.ndarray:
 
 def default_intrinsics() -> np.ndarray:
     return np.array([[DEFAULT_FOCAL, 0.0, 0.5], [0.0, DEFAULT_FOCAL, 0.5], [0.0, 0.0, 1.0]])
+
+
+def input_camera() -> tuple[np.ndarray, np.ndarray]:
+    """(extrinsic 4x4, intrinsic 3x3) of the input view: the frontal camera the input portrait is seen from."""
+    return look_at(orbit_eye(INPUT_AZIMUTH, INPUT_ELEVATION, DEFAULT_DISTANCE)), default_intrinsics()
 
 
 def validate_extrinsic(extrinsic, name: str = "extrinsic") -> np.ndarray:
@@ -114,5 +123,12 @@ def camera_vector(extrinsic, intrinsic) -> np.ndarray:
     return np.concatenate([m.reshape(*m.shape[:-2], 16), k.reshape(*k.shape[:-2], 9)], axis=-1)
 
 
-# CameraPath lives in its own file (one idea each) but belongs to this module's public surface.
-from .camera_path import CameraPath  # noqa: E402, F401  (re-exported; imports the helpers above)
+def __getattr__(name):
+    # CameraPath lives in its own file (one idea each) but belongs to this module's public surface. It is resolved
+    # lazily (PEP 562) because camera_path.py imports the helpers above: an eager import here would be a cycle that
+    # fails whenever camera_path is imported first.
+    if name == "CameraPath":
+        from .camera_path import CameraPath
+
+        return CameraPath
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

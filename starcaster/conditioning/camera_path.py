@@ -12,6 +12,8 @@ from scipy.spatial.transform import Rotation, Slerp
 from .camera import (
     DEFAULT_DISTANCE,
     DEFAULT_FOV,
+    INPUT_AZIMUTH,
+    INPUT_ELEVATION,
     camera_center,
     camera_vector,
     intrinsics_from_fov,
@@ -24,11 +26,21 @@ from .camera import (
 JSON_FORMAT = "starcaster.camera_path/1"
 MAX_FRAMES = 25 * 60 * 10  # ten minutes at 25 fps: longer paths are almost surely a mistake (or an attack)
 _KEYFRAME_KEYS = {"frame", "azimuth", "elevation", "distance", "fov"}
+PRESETS = ("orbit", "sweep", "zoom", "oscillation", "static")  # what the app and the CLI offer (`CameraPath.preset`)
+PRESET_EASE_IN = 1.0  # seconds the moving presets take to grow out of the input view (at most a quarter of the path)
 
 
 def _smooth(t):
     """Cosine ease in/out on [0, 1]: presets start and stop without a jolt."""
     return 0.5 - 0.5 * np.cos(np.pi * np.clip(t, 0.0, 1.0))
+
+
+def _grow(start, values, t, ease_in):
+    """``values`` (per frame) grown out of ``start`` over the first ``ease_in`` seconds of ``t``: zero offset and zero
+    slope at t = 0, so a path leaves its first camera at rest; unchanged from ``ease_in`` on (or when it is 0)."""
+    if ease_in <= 0:
+        return values
+    return start + _smooth(t / ease_in) * (values - start)
 
 
 @dataclass
@@ -106,41 +118,67 @@ class CameraPath:
         return cls(extrinsics, intrinsics, fps=fps, keyframes=keyframes)
 
     @classmethod
-    def static(cls, num_frames, azimuth=0.0, elevation=0.0, distance=DEFAULT_DISTANCE, fov=DEFAULT_FOV, fps=25.0):
+    def preset(cls, name: str, num_frames: int, fps: float = 25.0, seed: int = 0) -> "CameraPath":
+        """One of the named ``PRESETS`` as a user is offered it. Every preset starts at the input view
+        (``camera.input_camera``: the portrait as given) and moves away from it smoothly, as the paper's trajectories
+        run between the input and target viewpoints; ``seed`` picks the oscillation."""
+        ease_in = min(PRESET_EASE_IN, 0.25 * num_frames / fps)
+        if name == "orbit":
+            return cls.orbit(num_frames, fps=fps, ease_in=ease_in)
+        if name == "sweep":
+            return cls.sweep(num_frames, fps=fps)
+        if name == "zoom":
+            return cls.zoom(num_frames, fps=fps)
+        if name == "oscillation":
+            return cls.oscillation(num_frames, seed=int(seed), fps=fps, ease_in=ease_in)
+        if name == "static":
+            return cls.static(num_frames, fps=fps)
+        raise ValueError(f"Unknown camera preset {name!r}; choose one of {', '.join(PRESETS)}.")
+
+    @classmethod
+    def static(cls, num_frames, azimuth=INPUT_AZIMUTH, elevation=INPUT_ELEVATION, distance=DEFAULT_DISTANCE, fov=DEFAULT_FOV, fps=25.0):
         return cls.from_spherical(np.full(num_frames, float(azimuth)), elevation, distance, fov, fps)
 
     @classmethod
     def orbit(cls, num_frames, azimuth_range=(-60.0, 60.0), elevation=0.0, cycles=1.0,
-              distance=DEFAULT_DISTANCE, fov=DEFAULT_FOV, fps=25.0):
-        """Swing around the head and back: starts frontal-centred, a sine in azimuth (a smooth loop)."""
+              distance=DEFAULT_DISTANCE, fov=DEFAULT_FOV, fps=25.0, ease_in=0.0):
+        """Swing around the head and back: a sine in azimuth (a smooth loop) starting at the centre of
+        ``azimuth_range`` (with the defaults, the input view). With ``ease_in`` > 0 (seconds) the swing grows from
+        zero over that time, so the camera starts at rest instead of at full speed."""
         t = np.arange(num_frames) / max(num_frames, 1)
         lo, hi = azimuth_range
-        azimuth = 0.5 * (lo + hi) + 0.5 * (hi - lo) * np.sin(2 * np.pi * cycles * t)
+        centre = 0.5 * (lo + hi)
+        azimuth = _grow(centre, centre + 0.5 * (hi - lo) * np.sin(2 * np.pi * cycles * t), np.arange(num_frames) / fps,
+                        ease_in)
         return cls.from_spherical(azimuth, elevation, distance, fov, fps)
 
     @classmethod
-    def sweep(cls, num_frames, start=(-60.0, 0.0), end=(60.0, 0.0), distance=DEFAULT_DISTANCE, fov=DEFAULT_FOV, fps=25.0):
-        """Move once from ``start`` to ``end`` (each (azimuth, elevation) in degrees), easing in and out."""
+    def sweep(cls, num_frames, start=(INPUT_AZIMUTH, INPUT_ELEVATION), end=(60.0, 10.0), distance=DEFAULT_DISTANCE,
+              fov=DEFAULT_FOV, fps=25.0):
+        """Move once from ``start`` (by default the input view) to ``end`` (each (azimuth, elevation) in degrees),
+        easing in and out."""
         s = _smooth(np.linspace(0.0, 1.0, num_frames))
         azimuth = start[0] + (end[0] - start[0]) * s
         elevation = start[1] + (end[1] - start[1]) * s
         return cls.from_spherical(azimuth, elevation, distance, fov, fps)
 
     @classmethod
-    def zoom(cls, num_frames, distance_range=(DEFAULT_DISTANCE, 2.0), azimuth=0.0, elevation=0.0, fov=DEFAULT_FOV, fps=25.0):
-        """Dolly toward (or away from) the head and back, easing in and out."""
+    def zoom(cls, num_frames, distance_range=(DEFAULT_DISTANCE, 2.0), azimuth=INPUT_AZIMUTH, elevation=INPUT_ELEVATION,
+             fov=DEFAULT_FOV, fps=25.0):
+        """Dolly from ``distance_range[0]`` toward (or away from) the head and back, easing in and out."""
         s = np.sin(np.pi * np.linspace(0.0, 1.0, num_frames)) ** 2
         distance = distance_range[0] + (distance_range[1] - distance_range[0]) * s
         return cls.from_spherical(np.full(num_frames, float(azimuth)), elevation, distance, fov, fps)
 
     @classmethod
     def oscillation(cls, num_frames, seed=0, azimuth_span=140.0, elevation_span=70.0,
-                    distance=DEFAULT_DISTANCE, fov=DEFAULT_FOV, fps=25.0):
+                    distance=DEFAULT_DISTANCE, fov=DEFAULT_FOV, fps=25.0, ease_in=0.0):
         """The paper's pseudo multi-view trajectories (Supp. A): smooth random oscillations over the frontal
         hemisphere, spanning ``azimuth_span`` x ``elevation_span`` degrees at a fixed distance.
 
         Each angle is a sum of two sinusoids of random low frequency and phase (one or two swings per 5 s clip),
-        normalised so the path stays inside the span.
+        normalised so the path stays inside the span. With ``ease_in`` > 0 (seconds) the swings grow smoothly from
+        zero over that time, so the path leaves the input view at rest (the training data uses raw windows: 0).
         """
         rng = np.random.default_rng(seed)
         t = np.arange(num_frames) / fps
@@ -152,7 +190,9 @@ class CameraPath:
             w = (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None])).sum(0)
             return half_span * w / weights.sum()
 
-        return cls.from_spherical(wave(azimuth_span / 2), wave(elevation_span / 2), distance, fov, fps)
+        azimuth = _grow(INPUT_AZIMUTH, wave(azimuth_span / 2), t, ease_in)
+        elevation = _grow(INPUT_ELEVATION, wave(elevation_span / 2), t, ease_in)
+        return cls.from_spherical(azimuth, elevation, distance, fov, fps)
 
     @classmethod
     def from_keyframes(cls, keyframes, num_frames, fps=25.0):
