@@ -1,9 +1,6 @@
-"""The autoregressive streaming sampler (paper §3.2 "Autoregression", §3.4 "Inference").
+"""The streaming sampler (paper §3.4 "Inference"): a thin loop over the parts in `autoregression.py`.
 
-A clip is made of segments of N frames. Each segment is denoised with n clean context latents prepended on the frame
-axis (the temporal layers see N + n frames; the context outputs are discarded), while the reference UNet encodes the
-reference image and the context frames ONCE per segment into a feature bank that every denoising step reads. The
-three tasks differ only in which conditioning streams are on:
+The three tasks differ only in which conditioning streams are on:
 
 =========  =========================  ==============================  =====================================
 task       identity tokens            reference + first context        per-frame streams
@@ -14,9 +11,9 @@ identity   from the photo or a .npy   none for segment 0, then the     audio
 orbit      from the photo             the photo, throughout            camera (+ audio when given)
 =========  =========================  ==============================  =====================================
 
-Classifier-free guidance drops the identity and audio streams (zero audio tokens, empty-prompt identity tokens); the
-reference bank and the camera stream stay on in both halves, because they are structure, not content to amplify.
-Conditional and unconditional rows run as one batch.
+Classifier-free guidance drops the identity and audio streams (`autoregression.drop_streams`); conditional and
+unconditional rows run as one batch, and the reference bank (with its projected keys and values) is built once per
+segment.
 """
 
 from __future__ import annotations
@@ -28,11 +25,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .autoregression import TASKS, denoise_segment, num_segments, plan_segment, segment_conditions
 from .conditioning.camera import CameraPath
+from .image_io import from_model_range, to_model_range
 from .models import StreamScales
 from .pipeline_inputs import PreparedInputs, prepare_inputs
-
-TASKS = ("portrait", "identity", "orbit")
 
 
 @dataclass
@@ -151,94 +148,45 @@ class STARCasterPipeline:
         scales = _scales(strengths)
         inputs = prepare_inputs(self, task, image=image, audio=audio, camera=camera, identity=identity,
                                 num_frames=num_frames, already_aligned=already_aligned)
-        yield from self._sample(inputs, steps, guidance, seed, scales, sampler)
+        yield from self._sample(inputs, task, steps, guidance, seed, scales, sampler)
 
-    def _sample(self, inputs: PreparedInputs, steps, guidance, seed, scales, sampler) -> Iterator[Segment]:
+    def _sample(self, inputs: PreparedInputs, task, steps, guidance, seed, scales, sampler) -> Iterator[Segment]:
         cfg = self.config
         N, n = cfg.segment_frames, cfg.context_frames
-        num_segments = math.ceil(inputs.num_frames / N)
+        count = num_segments(inputs.num_frames, N)
         generator = torch.Generator("cpu").manual_seed(int(seed))  # noise drawn on CPU: same video on every device
-        use_cfg = guidance != 1.0
-        id_tokens = self._id_tokens(inputs.identity, use_cfg)  # (rows, L, D), unconditional row first
+        id_tokens = self.id_encoder(inputs.identity.to(self.device))
+        unconditional_id = self.id_encoder.unconditional(1).to(id_tokens) if guidance != 1.0 else None
+        features = None if inputs.audio_features is None else inputs.audio_features[None]
+        cameras = None if inputs.camera is None else torch.from_numpy(inputs.camera)[None]
+        latent_shape = (1, self.model.unet.config.in_channels, N, *self._latent_hw())
 
-        context = inputs.portrait_latent.repeat(1, 1, n, 1, 1) if inputs.portrait_latent is not None else None
-        for k in range(num_segments):
+        previous = None
+        for k in range(count):
             start = k * N
             valid = min(N, inputs.num_frames - start)
-            # The identity task has no reference for its first segment; later the context frames serve as both.
-            if inputs.portrait_latent is not None:
-                reference = torch.cat([inputs.portrait_latent, context], dim=2)
-            else:
-                reference = context
-            first = start - (context.shape[2] if context is not None else 0)
-            audio_tokens = self._audio_tokens(inputs, first, start + N, use_cfg)
-            camera_tokens = self._camera_tokens(inputs, first, start + N, use_cfg)
+            plan = plan_segment(task, k, inputs.portrait_latent, previous, n)
+            first = start - (n if plan.context is not None else 0)
 
-            def bank():  # batch 1: one bank serves the conditional and unconditional rows alike
-                return None if reference is None else self.model.encode_reference(reference, id_tokens[-1:])
+            def bank(plan=plan):
+                if plan.reference is None:
+                    return None
+                return self.model.encode_reference(plan.reference.to(self.dtype), id_tokens,
+                                                   None if plan.log_weights is None else plan.log_weights.to(self.device))
 
-            cached_bank = bank() if sampler.cache_reference else None
-            latents = torch.randn((1, self.model.unet.config.in_channels, N, *self._latent_hw()),
-                                  generator=generator).to(self.device, self.dtype)
-            scheduler = self.scheduler.__class__.from_config(self.scheduler.config)
-            scheduler.set_timesteps(steps, device=self.device)
-            latents = latents * scheduler.init_noise_sigma
-            for t in scheduler.timesteps:
-                x = latents if context is None else torch.cat([context, latents], dim=2)
-                current_bank = cached_bank if sampler.cache_reference else bank()
-                noise = self._guided_noise(x, t, id_tokens, audio_tokens, camera_tokens, current_bank, scales,
-                                           guidance, use_cfg, sampler.batch_cfg)
-                noise = noise[:, :, x.shape[2] - N:]  # discard the context frames' outputs
-                latents = scheduler.step(noise, t, latents).prev_sample
-
-            frames = self._decode(latents[:, :, :valid])
-            context = self._next_context(latents)
+            conditions = segment_conditions(self.model, id_tokens, first, start + N, features, cameras,
+                                            cfg.audio_radius, bank=bank() if sampler.cache_reference else None)
+            noise = torch.randn(latent_shape, generator=generator).to(self.device)
+            latents = denoise_segment(
+                self.model, self.scheduler, noise, conditions, unconditional_id, plan.context, steps, guidance,
+                scales, batch_cfg=sampler.batch_cfg,
+                rebuild_bank=None if sampler.cache_reference or plan.reference is None else bank,
+            )
+            previous = latents  # its last n clean latents seed the next segment (paper §3.2)
             yield Segment(
-                index=k, num_segments=num_segments, start_frame=start, frames=frames,
+                index=k, num_segments=count, start_frame=start, frames=self._decode(latents[:, :, :valid]),
                 audio=inputs.audio_slice(start, valid), sample_rate=self.sample_rate, fps=self.fps,
             )
-
-    def _next_context(self, latents: torch.Tensor) -> torch.Tensor:
-        """The clean latents of the last n frames seed the next segment (paper §3.2)."""
-        return latents[:, :, -self.config.context_frames:]
-
-    # -- per-segment conditioning ----------------------------------------------------------------------------------
-
-    def _id_tokens(self, embedding, use_cfg):
-        cond = self.id_encoder(embedding.to(self.device, self.dtype))
-        if not use_cfg:
-            return cond
-        return torch.cat([self.id_encoder.unconditional(1).to(cond), cond])
-
-    def _audio_tokens(self, inputs, first, end, use_cfg):
-        """Projected audio tokens for frames [first, end): computed once per segment, zeros for the CFG row."""
-        if inputs.audio_features is None:
-            return None
-        feats = inputs.audio_features(first, end, self.config.audio_radius)  # (F, window, D)
-        tokens = self.model.audio_proj(feats[None].to(self.device, self.dtype))
-        return torch.cat([torch.zeros_like(tokens), tokens]) if use_cfg else tokens
-
-    def _camera_tokens(self, inputs, first, end, use_cfg):
-        if inputs.camera is None:
-            return None
-        index = np.clip(np.arange(first, end), 0, len(inputs.camera) - 1)  # context before frame 0: first camera
-        cams = torch.from_numpy(inputs.camera[index])[None].to(self.device, self.dtype)
-        tokens = self.model.camera_proj(cams)
-        return tokens.expand(2, -1, -1, -1) if use_cfg else tokens
-
-    def _guided_noise(self, x, t, id_tokens, audio_tokens, camera_tokens, bank, scales, guidance, use_cfg, batched):
-        if not use_cfg:
-            return self.model(x, t, id_tokens, audio_tokens, camera_tokens, bank=bank, scales=scales)
-        if batched:
-            rows = x.expand(2, -1, -1, -1, -1)
-            uncond, cond = self.model(rows, t, id_tokens, audio_tokens, camera_tokens, bank=bank, scales=scales).chunk(2)
-        else:  # naive baseline: two UNet calls per step
-            def half(i):
-                pick = (lambda z: None if z is None else z[i:i + 1])
-                return self.model(x, t, id_tokens[i:i + 1], pick(audio_tokens), pick(camera_tokens),
-                                  bank=bank, scales=scales)
-            uncond, cond = half(0), half(1)
-        return uncond + guidance * (cond - uncond)
 
     def _latent_hw(self):
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -246,17 +194,17 @@ class STARCasterPipeline:
 
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (H, W, 3) -> scaled latent (1, C, 1, h, w). Deterministic (the posterior mode)."""
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].to(self.device, self.dtype) / 127.5 - 1.0
-        latent = self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
+        x = to_model_range(torch.from_numpy(image).permute(2, 0, 1)[None]).to(self.device, self.dtype)
+        latent = self.vae.encode(x).latent_dist.mode().float() * self.vae.config.scaling_factor
         return latent[:, :, None]
 
     def _decode(self, latents, chunk: int = 8) -> np.ndarray:
         """(1, C, F, h, w) -> uint8 (F, H, W, 3), a few frames at a time to bound VAE memory."""
-        flat = latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor
+        flat = (latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor).to(self.vae.dtype)
         out = []
         for i in range(0, flat.shape[0], chunk):
             images = self.vae.decode(flat[i:i + chunk]).sample
-            out.append(((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
+            out.append(from_model_range(images).permute(0, 2, 3, 1).cpu())
         return torch.cat(out).numpy()
 
 

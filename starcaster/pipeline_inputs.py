@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import torch
 
-from .conditioning.audio import audio_windows
+from .conditioning.audio import clip_audio_features
 from .conditioning.camera import CameraPath
 from .video import audio_slice, frame_count, is_silent, load_audio
 
@@ -25,7 +23,7 @@ class PreparedInputs:
     identity: torch.Tensor  # (1, E) identity embedding
     portrait: object | None  # face.Portrait: the crop the model sees (shown by the app)
     portrait_latent: torch.Tensor | None  # (1, C, 1, h, w)
-    audio_features: Callable | None  # (first, end, radius) -> (end - first, 2 * radius + 1, D)
+    audio_features: torch.Tensor | None  # (num_frames, D) whole-clip features (`clip_audio_features`)
     camera: np.ndarray | None  # (num_frames, 25)
     samples: np.ndarray  # the audio (zeros when silent), padded to whole frames
     sample_rate: int
@@ -33,28 +31,6 @@ class PreparedInputs:
 
     def audio_slice(self, start: int, count: int) -> np.ndarray:
         return audio_slice(self.samples, self.sample_rate, self.fps, start, count)
-
-
-class SegmentAudioFeatures:
-    """Per-frame audio features computed segment by segment, so memory does not grow with the audio's length.
-
-    Each call encodes only the audio around the requested frames, plus a margin so that context-hungry encoders
-    (wav2vec2's transformer) see the neighbourhood of every frame they describe.
-    """
-
-    def __init__(self, encoder, samples, sample_rate, fps, num_frames, margin_seconds=0.5):
-        self.encoder, self.samples, self.sample_rate, self.fps = encoder, samples, sample_rate, fps
-        self.num_frames = num_frames
-        self.margin = int(round(margin_seconds * fps))
-
-    def __call__(self, first: int, end: int, radius: int) -> torch.Tensor:
-        a = max(0, first - radius - self.margin)
-        b = min(self.num_frames, end + radius + self.margin)
-        local = self.encoder(audio_slice(self.samples, self.sample_rate, self.fps, a, b - a), b - a, self.fps)
-        # Frames before 0 (first segment's context) or past the end reuse the nearest real frame's features. The
-        # window [a, b) stops short of the clip's ends only where the margin covers every index, so clamping to the
-        # window is clamping to the clip.
-        return audio_windows(torch.as_tensor(local), first - a, end - first, radius)
 
 
 def prepare_inputs(pipe, task, image=None, audio=None, camera=None, identity=None, num_frames=None,
@@ -112,7 +88,7 @@ def prepare_inputs(pipe, task, image=None, audio=None, camera=None, identity=Non
     features = None
     if samples is not None:
         padded[: min(len(samples), total_samples)] = samples[:total_samples]
-        features = SegmentAudioFeatures(pipe.audio_encoder, padded, cfg.sample_rate, cfg.fps, num_frames)
+        features = clip_audio_features(pipe.audio_encoder, padded, num_frames, cfg.fps)
 
     return PreparedInputs(
         num_frames=num_frames, identity=embedding, portrait=portrait, portrait_latent=portrait_latent,

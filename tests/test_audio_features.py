@@ -140,3 +140,42 @@ def test_wav2vec2_missing_files_are_named(tmp_path):
     (tmp_path / "wav2vec2" / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="preprocessor_config.json, model.safetensors.*checkpoints/README.md"):
         Wav2Vec2AudioEncoder.from_pretrained(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the sampler's features are the whole clip's (they must not depend on where the clip is cut into segments)
+
+
+def loud_then_quiet(seconds=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    samples = rng.standard_normal(int(seconds * SR)).astype(np.float32) * 0.3
+    samples[len(samples) // 2:] *= 0.01  # a loud half, then a quiet one: per-slice normalisation would differ
+    return samples
+
+
+@pytest.mark.parametrize("encoder_name", ["mel", "wav2vec2"])
+def test_sampler_features_equal_whole_clip_features(encoder_name):
+    from types import SimpleNamespace
+
+    from starcaster.autoregression import frame_audio_tokens
+    from starcaster.pipeline_inputs import prepare_inputs
+    from starcaster.presets import TINY
+
+    if encoder_name == "mel":
+        encoder = MelAudioEncoder()
+    else:
+        torch.manual_seed(0)
+        encoder = Wav2Vec2AudioEncoder(Wav2Vec2Model(tiny_wav2vec2_config("group")).eval(), feature_extractor())
+    samples = loud_then_quiet()
+    pipe = SimpleNamespace(config=TINY, audio_encoder=encoder)
+    dim = TINY.face_encoder["embedding_dim"]
+    inputs = prepare_inputs(pipe, "identity", audio=(samples, SR), identity=np.ones(dim, np.float32))
+    whole = encoder(inputs.samples, inputs.num_frames, FPS).float()  # the loaded (level-checked) audio, whole
+    # The sampler reads segment k's frames [16k - 2, 16k + 16) as windows of the prepared features.
+    identity_proj = SimpleNamespace(audio_proj=torch.nn.Identity())
+    identity_proj.audio_proj.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))
+    for first in range(-2, inputs.num_frames, 16):
+        got = frame_audio_tokens(identity_proj, inputs.audio_features[None].float(), first, first + 18, 2)
+        want = audio_windows(whole, first, 18, 2)[None]
+        assert ((got - want).norm() / want.norm()) < 1e-3
+    assert inputs.audio_features.shape == whole.shape

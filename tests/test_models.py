@@ -10,6 +10,7 @@ from starcaster.models import (
     CameraProjection,
     STARCasterConfig,
     STARCasterModel,
+    ReferenceBank,
     StreamScales,
     build_motion_adapter,
 )
@@ -176,15 +177,55 @@ def test_reference_bank_is_written_once_and_read_every_step(unet2d, inputs):
 
 def test_reference_bank_batch_rules(unet2d, inputs):
     model = build(unet2d)
+    randomize(model, {"lora"}, std=0.05)  # reference K/V go through LoRA too
     with torch.no_grad():
         single = model.encode_reference(inputs["ref_latents"][:1], inputs["id_tokens"][:1])
+        both = model.encode_reference(inputs["ref_latents"][:1].repeat(2, 1, 1, 1, 1), inputs["id_tokens"][:1].repeat(2, 1, 1))
     shared = run(model, inputs, bank=single)  # a batch-1 bank serves every row
+    assert torch.allclose(shared, run(model, inputs, bank=both), atol=1e-5)
     assert torch.allclose(shared[:1], run(model, {k: v[:1] for k, v in inputs.items()}, bank=single), atol=1e-5)
-    assert single.repeat(2).batch_size == 2
-    with pytest.raises(ValueError, match="batch size"):
-        model(inputs["sample"].repeat(3, 1, 1, 1, 1), 10, inputs["id_tokens"].repeat(3, 1, 1), bank=single.repeat(2))
+    with pytest.raises(ValueError, match="batch size"):  # 3 rows cannot be tiled from a bank of 2
+        model(inputs["sample"].repeat(3, 1, 1, 1, 1)[:3], 10, inputs["id_tokens"].repeat(3, 1, 1)[:3], bank=both)
     with pytest.raises(ValueError):
         StreamScales(reference=-1.0)
+
+
+def test_one_reference_with_log_count_bias_equals_its_copies(unet2d, inputs):
+    """Segment 0 of the portrait task banks the portrait once with bias log(1 + n) instead of 1 + n copies."""
+    model = build(unet2d)
+    randomize(model, {"lora"}, std=0.05)
+    portrait = inputs["ref_latents"][:, :, :1]
+    with torch.no_grad():
+        copies = model.encode_reference(portrait.repeat(1, 1, 3, 1, 1), inputs["id_tokens"])
+        once = model.encode_reference(portrait, inputs["id_tokens"], log_weights=torch.tensor([3.0]).log())
+        plain = model.encode_reference(portrait, inputs["id_tokens"])
+    assert torch.allclose(run(model, inputs, bank=once), run(model, inputs, bank=copies), atol=1e-5)
+    assert not torch.allclose(run(model, inputs, bank=plain), run(model, inputs, bank=copies), atol=1e-4)
+    mixed = run(model, inputs, bank=once, scales=StreamScales(reference=0.5))  # the scale composes with the count
+    assert torch.allclose(mixed, run(model, inputs, bank=copies, scales=StreamScales(reference=0.5)), atol=1e-5)
+
+
+def test_reference_key_values_are_projected_once_per_segment(unet2d, inputs):
+    model = build(unet2d)
+    layer = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    to_k = model.unet.get_submodule(layer).to_k
+    sizes = []
+    hook = to_k.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[:2]))
+    with torch.no_grad():
+        bank = model.encode_reference(inputs["ref_latents"], inputs["id_tokens"])
+        first = run(model, inputs, bank=bank)
+        second = run(model, inputs, bank=bank)
+    hook.remove()
+    reference_calls = [s for s in sizes if s == (BATCH, 2 * SIZE * SIZE)]
+    assert len(reference_calls) == 1 and len(bank.kv_cache) == len(model.spatial_self_attention_layers())
+    assert torch.equal(first, second)
+    uncached = ReferenceBank(bank.batch_size, bank.num_references)
+    uncached.features = bank.features
+    # With gradients (training: LoRA moves) the cache is bypassed.
+    with_grad = model(inputs["sample"], inputs["timestep"], inputs["id_tokens"], inputs["audio_tokens"],
+                      inputs["camera_tokens"], bank=uncached)
+    assert torch.allclose(with_grad, first, atol=1e-6)
+    assert not uncached.kv_cache
 
 
 def test_lora_only_on_spatial_self_attention(unet2d, inputs):

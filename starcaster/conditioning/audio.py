@@ -38,6 +38,17 @@ def audio_windows(features: torch.Tensor, start: int, length: int, radius: int =
     return features[(frames + offsets).clamp(0, len(features) - 1)]
 
 
+def clip_audio_features(encoder: AudioEncoder, samples: np.ndarray, num_frames: int, fps: float) -> torch.Tensor:
+    """(num_frames, D) features of a whole clip, encoded ONCE, on the CPU.
+
+    Training and inference both call this, so a frame's features are the same function of the audio in both: they
+    never depend on where a long clip is cut into segments (wav2vec2 normalises its input and its first layer over
+    what it is given). Large features are kept in float16: five minutes of wav2vec2-base's 9216-d frames are 138 MB.
+    """
+    features = encoder(samples, num_frames, fps)
+    return features.half() if features.shape[-1] > 1024 else features.float()
+
+
 def _prepare_samples(samples, num_frames: int, fps: float, sample_rate: int, min_samples: int = 1) -> np.ndarray:
     """Validate, make mono float32, and pad with silence to cover every video frame (and the model's minimum)."""
     if num_frames <= 0 or not fps > 0:

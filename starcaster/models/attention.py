@@ -176,13 +176,24 @@ class ReferenceAttnProcessor:
         check_plain_call(attn, hidden_states, attention_mask)
         if encoder_hidden_states is not None:
             raise ValueError("ReferenceAttnProcessor belongs on self-attention (attn1) layers")
-        context, bias = hidden_states, None
-        if conditions is not None and conditions.bank is not None and conditions.scales.reference != 0:
-            reference = conditions.bank.read(self.layer_name, hidden_states.shape[0], conditions.num_frames)
-            context = torch.cat([hidden_states, reference.to(hidden_states.dtype)], dim=1)
-            if conditions.scales.reference != 1:
-                bias = hidden_states.new_zeros(1, 1, 1, context.shape[1])  # broadcast over batch, heads, queries
-                bias[..., hidden_states.shape[1] :] = math.log(conditions.scales.reference)
         query = attn.to_q(hidden_states)
-        out = attend(attn, query, attn.to_k(context), attn.to_v(context), bias)
+        key, value = attn.to_k(hidden_states), attn.to_v(hidden_states)
+        bias = None
+        bank = conditions.bank if conditions is not None else None
+        if bank is not None and conditions.scales.reference != 0:
+            # K/V of [frame; reference] = [K/V of frame; K/V of reference]: the reference half is the same at every
+            # denoising step of a segment, so the bank projects it once (ReferenceBank.key_values).
+            rows, frames = hidden_states.shape[0], conditions.num_frames
+            ref_key, ref_value = bank.key_values(self.layer_name, attn)
+            key = torch.cat([key, bank.rows(ref_key, rows, frames).to(key.dtype)], dim=1)
+            value = torch.cat([value, bank.rows(ref_value, rows, frames).to(value.dtype)], dim=1)
+            ref_bias = bank.logit_bias(self.layer_name)
+            if conditions.scales.reference != 1:
+                log_scale = math.log(conditions.scales.reference)
+                ref_bias = log_scale if ref_bias is None else ref_bias + log_scale
+            if ref_bias is not None:
+                bias = query.new_zeros(key.shape[1])  # broadcast over batch, heads and queries
+                bias[hidden_states.shape[1]:] = ref_bias if torch.is_tensor(ref_bias) else float(ref_bias)
+                bias = bias.to(query.dtype).view(1, 1, 1, -1)
+        out = attend(attn, query, key, value, bias)
         return project_out(attn, out, hidden_states)

@@ -25,12 +25,20 @@ class ReferenceBank:
     """Reference features per self-attention layer: name -> (B, R*h*w, C), R = number of reference images.
 
     Built by `STARCasterModel.encode_reference`, then read unchanged by every denoising step of the segment.
+
+    ``log_weights`` (R,) adds a logit bias to every token of each reference: a reference banked once with bias
+    log(k) draws exactly the attention that k identical copies of it would (softmax over duplicated keys), which is
+    how segment 0 of the portrait task banks the portrait once instead of three times (reference + n context).
+    Under no_grad (inference) each layer's reference K/V are projected once and reused by every denoising step and
+    both CFG rows; with gradients (training, where LoRA moves) they are projected at each call.
     """
 
-    def __init__(self, batch_size: int, num_references: int):
+    def __init__(self, batch_size: int, num_references: int, log_weights: torch.Tensor | None = None):
         self.batch_size = batch_size
         self.num_references = num_references
+        self.log_weights = log_weights
         self.features: dict[str, torch.Tensor] = {}
+        self.kv_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.features)
@@ -51,35 +59,48 @@ class ReferenceBank:
             )
         self.features[layer_name] = hidden_states.reshape(self.batch_size, self.num_references * tokens, channels)
 
-    def read(self, layer_name: str, rows: int, num_frames: int) -> torch.Tensor:
-        """Returns (rows, R*h*w, C) for a video UNet running `rows` = B*F frames: every frame of a batch row sees
-        all of that row's references; a bank of batch 1 serves every row."""
+    def key_values(self, layer_name: str, attn) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's projected reference keys and values (B, R*h*w, inner), cached when no gradient is needed."""
         if layer_name not in self.features:
             raise ValueError(
                 f"the reference bank has no features for layer {layer_name!r}: it was encoded by a reference UNet "
                 "whose layers differ from the video UNet's"
             )
-        features = self.features[layer_name]
+        cached = self.kv_cache.get(layer_name)
+        if cached is not None and not torch.is_grad_enabled():
+            return cached
+        features = self.features[layer_name].to(attn.to_k.weight.dtype)
+        kv = attn.to_k(features), attn.to_v(features)
+        if not torch.is_grad_enabled():
+            self.kv_cache[layer_name] = kv
+        return kv
+
+    def logit_bias(self, layer_name: str) -> torch.Tensor | None:
+        """(R*h*w,) per-token bias from ``log_weights`` (None when every reference counts once)."""
+        if self.log_weights is None:
+            return None
+        tokens = self.features[layer_name].shape[1] // self.num_references
+        return self.log_weights.repeat_interleave(tokens)
+
+    def rows(self, tensor: torch.Tensor, rows: int, num_frames: int) -> torch.Tensor:
+        """(B, M, C) bank-batch tensor -> (rows, M, C) for a video UNet running `rows` = B'*F frames: every frame of
+        a batch row sees all of that row's references; a bank of batch B serves B' = k*B rows (k stacked CFG
+        copies of the batch, as `torch.cat([x] * k)`)."""
         if rows % num_frames != 0:
             raise ValueError(f"{rows} rows is not a whole number of {num_frames}-frame videos")
         batch = rows // num_frames
-        if self.batch_size == batch:
-            return features.repeat_interleave(num_frames, dim=0)
-        if self.batch_size == 1:
-            return features.expand(rows, -1, -1)
-        raise ValueError(
-            f"the reference bank has batch size {self.batch_size} but the sample has {batch}; encode the reference "
-            "with the sample's batch size (or 1), or use bank.repeat(n) for stacked CFG rows"
-        )
-
-    def repeat(self, times: int) -> "ReferenceBank":
-        """A bank whose batch is this one tiled `times` times, matching `torch.cat([x] * times)` of the sample."""
-        bank = ReferenceBank(self.batch_size * times, self.num_references)
-        bank.features = {name: f.repeat(times, 1, 1) for name, f in self.features.items()}
-        return bank
+        if batch % self.batch_size != 0:
+            raise ValueError(
+                f"the reference bank has batch size {self.batch_size} but the sample has {batch}; encode the "
+                "reference with the sample's batch size (or 1)"
+            )
+        tiles = batch // self.batch_size
+        if tiles > 1:
+            tensor = tensor.repeat(tiles, 1, 1)
+        return tensor.repeat_interleave(num_frames, dim=0)
 
     def to(self, *args, **kwargs) -> "ReferenceBank":
-        bank = ReferenceBank(self.batch_size, self.num_references)
+        bank = ReferenceBank(self.batch_size, self.num_references, self.log_weights)
         bank.features = {name: f.to(*args, **kwargs) for name, f in self.features.items()}
         return bank
 
@@ -133,9 +154,12 @@ def make_reference_unet(unet2d: "UNet2DConditionModel") -> "UNet2DConditionModel
 
 
 def encode_reference(
-    reference_unet: "UNet2DConditionModel", ref_latents: torch.Tensor, id_tokens: torch.Tensor
+    reference_unet: "UNet2DConditionModel", ref_latents: torch.Tensor, id_tokens: torch.Tensor,
+    log_weights: torch.Tensor | None = None,
 ) -> ReferenceBank:
-    """Runs the reference UNet once at timestep 0 on clean latents (B, C, R, H, W) and returns the filled bank."""
+    """Runs the reference UNet once at timestep 0 on clean latents (B, C, R, H, W) and returns the filled bank.
+
+    ``log_weights`` (R,): see `ReferenceBank` (each reference counted as that many identical copies)."""
     if ref_latents.ndim != 5:
         raise ValueError(
             f"reference latents must be (batch, channels, references, height, width), got {tuple(ref_latents.shape)}"
@@ -145,7 +169,9 @@ def encode_reference(
         raise ValueError(f"id_tokens must be (batch={batch}, tokens, dim), got {tuple(id_tokens.shape)}")
     images = ref_latents.permute(0, 2, 1, 3, 4).reshape(batch * refs, channels, height, width)
     timestep = torch.zeros(batch * refs, device=ref_latents.device, dtype=torch.long)
-    bank = ReferenceBank(batch, refs)
+    if log_weights is not None and tuple(log_weights.shape) != (refs,):
+        raise ValueError(f"log_weights must have one value per reference ({refs}), got {tuple(log_weights.shape)}")
+    bank = ReferenceBank(batch, refs, log_weights)
     reference_unet(
         images,
         timestep,

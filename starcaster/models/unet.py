@@ -230,12 +230,14 @@ class STARCasterModel(nn.Module):
     def cross_attention_dim(self) -> int:
         return self.unet.config.cross_attention_dim
 
-    def encode_reference(self, ref_latents: torch.Tensor, id_tokens: torch.Tensor) -> ReferenceBank:
+    def encode_reference(self, ref_latents: torch.Tensor, id_tokens: torch.Tensor,
+                         log_weights: torch.Tensor | None = None) -> ReferenceBank:
         """Clean reference latents (B, C, R, H, W) + ID tokens (B, L, D) -> the bank for one whole segment.
 
         Runs the frozen reference UNet once at timestep 0; pass the result as `bank=` to every denoising step.
+        ``log_weights`` (R,) counts a reference as that many copies (see `ReferenceBank`).
         """
-        return encode_reference(self.reference_unet, ref_latents, id_tokens)
+        return encode_reference(self.reference_unet, ref_latents, id_tokens, log_weights)
 
     def forward(
         self,
