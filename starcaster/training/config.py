@@ -38,6 +38,9 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     trackers: list = field(default_factory=list)  # Accelerate trackers ("tensorboard", "wandb", ...), when installed
     task_args: dict = field(default_factory=dict)
+    # task_args that replace those above in a smoke run (--max-steps): small data pools, so the whole recipe runs in
+    # minutes.
+    smoke_args: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.name = self.name or self.task
@@ -70,7 +73,9 @@ class TrainConfig:
         """The same config with at most ``max_steps`` optimizer steps (a smoke run of a recipe)."""
         if max_steps is None or max_steps >= self.steps:
             return self
-        return replace(self, steps=max_steps, warmup_steps=min(self.warmup_steps, max_steps // 2))
+        return replace(self, steps=max_steps, warmup_steps=min(self.warmup_steps, max_steps // 2),
+                       save_every=min(self.save_every, max_steps), validate_every=0,
+                       task_args={**self.task_args, **self.smoke_args}, smoke_args={})
 
     def to_dict(self) -> dict:
         return asdict(self)

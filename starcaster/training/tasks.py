@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 from .config import TrainConfig
 
+# task name -> (module, class); imported lazily, so a config only pays for what it trains.
+TASKS = {
+    "vae": ("vae", "VAETask"),
+    "face_encoder": ("face_encoder", "FaceEncoderTask"),
+    "arc2face": ("arc2face", "Arc2FaceTask"),
+}
+
 
 def build_task(config: TrainConfig, pipeline_folder: Path, cache_dir: Path):
     """The task object for ``config``; ``pipeline_folder`` is where earlier steps exported their components."""
-    if config.task == "vae":
-        from .vae import VAETask
-
-        return VAETask(config, pipeline_folder, cache_dir, **config.task_args)
-    raise ValueError(f"unknown training task {config.task!r}; known: {', '.join(TASKS)}.")
-
-
-TASKS = ("vae",)
+    if config.task not in TASKS:
+        raise ValueError(f"unknown training task {config.task!r}; known: {', '.join(TASKS)}.")
+    module, name = TASKS[config.task]
+    cls = getattr(import_module(f"{__package__}.{module}"), name)
+    return cls(config, Path(pipeline_folder), Path(cache_dir), **config.task_args)
