@@ -20,7 +20,8 @@ import numpy as np
 from .image_io import load_image
 
 # The five ArcFace landmarks (left eye, right eye, nose tip, left and right mouth corner) in the 112x112 crop that
-# insightface's `norm_crop` and every ArcFace model expect.
+# insightface's `norm_crop` and every ArcFace model expect. The same numbers as insightface's `arcface_dst` (a test
+# checks), written out so the weight-free tiny path does not import insightface.
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
@@ -67,17 +68,37 @@ def ffhq_template(size: int) -> np.ndarray:
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares rotation + uniform scale + translation taking `src` points onto `dst` (Umeyama 1991) -> (2, 3)."""
+    """Least-squares rotation + uniform scale + translation taking `src` points onto `dst` -> (2, 3) matrix.
+
+    scikit-image's Umeyama estimate (never a reflection), the one insightface's own alignment uses.
+    """
+    from skimage.transform import SimilarityTransform
+
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
-    src_mean, dst_mean = src.mean(0), dst.mean(0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    u, s, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
-    d = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])  # a rotation, never a reflection
-    rotation = u @ d @ vt
-    scale = np.trace(np.diag(s) @ d) / max((src_c**2).sum() / len(src), 1e-12)
-    translation = dst_mean - scale * rotation @ src_mean
-    return np.concatenate([scale * rotation, translation[:, None]], axis=1)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+        raise ValueError(f"similarity_transform needs two matching (N>=2, 2) point sets; got {src.shape} and {dst.shape}.")
+    transform = SimilarityTransform.from_estimate(src, dst)
+    if not transform:  # a failed estimate (e.g. all points on top of each other) is falsy
+        raise ValueError("The face landmarks are degenerate (all in one place); no alignment can be computed.")
+    return transform.params[:2].copy()
+
+
+def arcface_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """The `size` x `size` crop ArcFace reads: insightface's own `norm_crop` (its template, its interpolation)."""
+    import warnings
+
+    from insightface.utils.face_align import norm_crop
+
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.shape != (5, 2) or not np.isfinite(landmarks).all():
+        raise ValueError(f"arcface_crop needs (5, 2) finite landmarks; got shape {landmarks.shape}.")
+    if size % 112 and size % 128:
+        raise ValueError(f"ArcFace crops are 112 or 128 pixels (or multiples); got {size}.")
+    with warnings.catch_warnings():
+        # insightface 2.1 calls SimilarityTransform.estimate, which scikit-image 0.26 deprecates (same result).
+        warnings.filterwarnings("ignore", message=".*estimate.*deprecated", category=FutureWarning)
+        return norm_crop(np.ascontiguousarray(image), landmarks, image_size=size)
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 512) -> np.ndarray:

@@ -12,6 +12,7 @@ from starcaster.face import (
     Portrait,
     ScrfdFaceDetector,
     align_face,
+    arcface_crop,
     detect_faces,
     ffhq_template,
     load_image,
@@ -130,6 +131,38 @@ def test_similarity_transform_recovers_known_transform():
     matrix = similarity_transform(ARCFACE_TEMPLATE, moved)
     np.testing.assert_allclose(matrix[:, :2], scale * rotation, atol=1e-9)
     np.testing.assert_allclose(matrix[:, 2], shift, atol=1e-9)
+
+
+def test_similarity_transform_is_never_a_reflection_and_refuses_degenerate_points():
+    mirrored = ARCFACE_TEMPLATE * [-1.0, 1.0]
+    matrix = similarity_transform(ARCFACE_TEMPLATE, mirrored)
+    assert np.linalg.det(matrix[:, :2]) > 0  # the best rotation, not the exact mirror
+    with pytest.raises(ValueError, match="degenerate"):
+        similarity_transform(np.ones((5, 2)), ARCFACE_TEMPLATE)
+    with pytest.raises(ValueError, match="matching"):
+        similarity_transform(ARCFACE_TEMPLATE, ARCFACE_TEMPLATE[:3])
+
+
+def test_arcface_template_is_insightfaces():
+    face_align = pytest.importorskip("insightface.utils.face_align")
+    np.testing.assert_allclose(ARCFACE_TEMPLATE, face_align.arcface_dst, atol=1e-4)
+
+
+def test_arcface_crop_undoes_a_rotation_and_scale():
+    pytest.importorskip("insightface")
+    rng = np.random.default_rng(0)
+    crop = cv2.resize(rng.integers(0, 256, (14, 14, 3)).astype(np.uint8), (112, 112), interpolation=cv2.INTER_CUBIC)
+    angle, scale = np.deg2rad(-30.0), 1.8
+    to_photo = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * scale
+    matrix = np.concatenate([to_photo, [[120.0], [90.0]]], axis=1)
+    photo = cv2.warpAffine(crop, matrix, (420, 420), flags=cv2.INTER_CUBIC)
+    landmarks = ARCFACE_TEMPLATE @ matrix[:, :2].T + matrix[:, 2]
+    back = arcface_crop(photo, landmarks)
+    assert back.shape == (112, 112, 3) and back.dtype == np.uint8
+    inner = (slice(8, -8), slice(8, -8))  # the border mixes in the photo's black outside
+    assert np.abs(back[inner].astype(int) - crop[inner]).mean() < 6
+    with pytest.raises(ValueError, match=r"\(5, 2\)"):
+        arcface_crop(photo, landmarks[:4])
 
 
 def test_template_landmarks_align_to_themselves():
