@@ -169,18 +169,6 @@ def _missing_adapters(folder: Path, need: str) -> str:
             "(a silent video from the motion prior).")
 
 
-def capability_notice(pipe: STARCasterPipeline) -> str | None:
-    """One paragraph for the top of the app: which tasks this model cannot run and why (None when it runs all)."""
-    missing = {task: why for task, why in pipe.capabilities.items() if why}
-    if not missing:
-        return None
-    lines = [f"- {why}" for why in missing.values()]
-    if pipe.capabilities.get("identity") is None and {"portrait", "orbit"} <= set(missing):
-        lines.append("- ID-driven generation runs; audio given to it goes into the file but does not move the lips "
-                     "until the adapters are trained.")
-    return "Some tasks are unavailable with this model:\n" + "\n".join(lines)
-
-
 def _native_resolution(unet2d: UNet2DConditionModel, vae: AutoencoderKL, default: int) -> int:
     """The frame size the UNet was trained at: latent sample_size x the VAE's downsampling (SD-1.5: 64 x 8 = 512),
     the default diffusers' own pipelines use. Folders may set another in starcaster_pipeline.json."""

@@ -190,3 +190,55 @@ def test_arcface_embedder_missing_files(tmp_path):
     (tmp_path / "antelopev2").mkdir()
     with pytest.raises(ValueError, match="arcface.onnx.*glintr100.onnx"):
         ArcFaceEmbedder(tmp_path / "antelopev2")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Saved identity embeddings (.npy files and arrays): one parser for the UI, the CLI and the pipeline
+
+
+def test_load_identity_embedding_accepts_files_and_arrays(tmp_path):
+    from starcaster.conditioning.identity import load_identity_embedding
+
+    values = np.random.default_rng(0).standard_normal(512)
+    path = tmp_path / "id.npy"
+    np.save(path, values)
+    for given in (path, str(path), values, values[None], values[:, None], torch.from_numpy(values)):
+        out = load_identity_embedding(given, 512)
+        assert out.shape == (512,) and out.dtype == np.float32
+        np.testing.assert_allclose(out, values.astype(np.float32))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: np.zeros(512), "all zeros"),
+    (lambda d: np.full(512, np.nan), "NaN or infinite"),
+    (lambda d: np.r_[np.ones(511), np.inf], "NaN or infinite"),
+    (lambda d: np.ones(256), r"must hold 512 numbers.*got shape \(256,\)"),
+    (lambda d: np.ones((2, 256)), r"must hold 512 numbers.*got shape \(2, 256\)"),
+    (lambda d: np.ones((1, 1, 512)), r"got shape \(1, 1, 512\)"),
+    (lambda d: np.array(["a"] * 512), "must hold numbers"),
+    (lambda d: d / "missing.npy", "does not exist"),
+])
+def test_load_identity_embedding_refuses_bad_input(tmp_path, make, message):
+    from starcaster.conditioning.identity import load_identity_embedding
+
+    with pytest.raises(ValueError, match=message):
+        load_identity_embedding(make(tmp_path), 512)
+
+
+@pytest.mark.parametrize("content", [b"not numpy at all", b"\x80\x04\x95 pickled-looking bytes", b""])
+def test_garbage_npy_file_is_not_a_valid_array_and_never_mentions_pickle(tmp_path, content):
+    from starcaster.conditioning.identity import load_identity_embedding
+
+    path = tmp_path / "face.npy"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"'face\.npy' is not a valid \.npy array.*numpy\.save") as info:
+        load_identity_embedding(path, 512)
+    assert "pickle" not in str(info.value).lower()
+    objects = tmp_path / "objects.npy"
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)  # a pickled object array: refused
+    with pytest.raises(ValueError, match="not a valid .npy array"):
+        load_identity_embedding(objects, 512)
+    archive = tmp_path / "two.npz"
+    np.savez(archive, a=np.ones(512))
+    with pytest.raises(ValueError, match="npz archive"):
+        load_identity_embedding(archive, 512)

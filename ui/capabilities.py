@@ -35,6 +35,18 @@ UNTRAINED = ("<b>This model has random weights</b> (no trained checkpoint in its
              "checkpoint is in place.")
 
 
+def capability_notice(pipe) -> str | None:
+    """Plain text for the top of a page or a log: which tasks ``pipe`` cannot run and why (None when it runs all)."""
+    gaps = unavailable(pipe)
+    if not gaps:
+        return None
+    lines = [f"- {why}" for why in gaps.values()]
+    if (getattr(pipe, "capabilities", None) or {}).get("identity") is None and {"portrait", "orbit"} <= set(gaps):
+        lines.append("- ID-driven generation runs; audio given to it goes into the file but does not move the lips "
+                     "until the adapters are trained.")
+    return "Some tasks are unavailable with this model:\n" + "\n".join(lines)
+
+
 def page_notice() -> gr.HTML | None:
     """Notices above the tabs: untrained weights, and every unavailable task; nothing when all is well."""
     if not getattr(get_pipeline(), "trained", True):

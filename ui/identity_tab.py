@@ -23,7 +23,7 @@ def request(image, embedding, audio, already_aligned, seconds=3.0) -> tuple[dict
     """(the pipeline's inputs, a note for the status line), checked before any sampling starts."""
     pipe = get_pipeline()
     require(TASK, pipe)
-    identity = read_identity(embedding)
+    identity = read_identity(pipe, embedding)
     notes = ""
     if identity is None:
         if image is None:

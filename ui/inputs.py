@@ -8,7 +8,6 @@ import numpy as np
 
 ALIGNED_HINT = ('If the image is already an aligned, centred portrait (like the bundled examples), tick '
                 '"Already an aligned portrait" to skip face detection.')
-SILENCE_PEAK = 1e-3  # below this the "speech" is inaudible: the mouth would not move
 MAX_SECONDS_ENV = "STARCASTER_MAX_SECONDS"
 DEFAULT_MAX_SECONDS = 30.0  # a shared demo: one visitor's ten-minute clip would hold the model slot for everyone
 
@@ -43,7 +42,7 @@ def read_audio(pipe, audio, *, required: bool, allow_silent: bool = False):
         if required:
             raise ValueError("Please upload a speech recording (wav, mp3, flac...).")
         return None
-    from starcaster.video import load_audio
+    from starcaster.audio_io import is_silent, load_audio
 
     samples = np.asarray(load_audio(audio, pipe.sample_rate, max_seconds(pipe)), dtype=np.float32)
     if samples.size == 0:
@@ -53,25 +52,15 @@ def read_audio(pipe, audio, *, required: bool, allow_silent: bool = False):
     min_samples = pipe.sample_rate / pipe.fps  # at least one video frame
     if samples.size < min_samples:
         raise ValueError(f"The audio is too short ({samples.size / pipe.sample_rate * 1000:.0f} ms): give at least a second.")
-    if not allow_silent and float(np.abs(samples).max()) < SILENCE_PEAK:
+    if not allow_silent and is_silent(samples):  # the pipeline's own test: the mouth would not move
         raise ValueError("The audio is silent: upload a recording with speech in it.")
     return samples, pipe.sample_rate
 
 
-def read_identity(path):
-    """An identity embedding from an ``.npy`` file (never pickles)."""
+def read_identity(pipe, path):
+    """An identity embedding from an uploaded ``.npy`` file (never unpickled), checked against the model's width."""
     if path is None:
         return None
-    if not str(path).lower().endswith(".npy"):
-        raise ValueError(f"The identity embedding must be a .npy file, got {os.path.basename(str(path))!r}.")
-    try:
-        embedding = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"Could not read the identity embedding ({exc}); save it with numpy.save.") from None
-    if embedding.dtype.kind not in "fiu" or embedding.size == 0:
-        raise ValueError("The identity embedding must be a non-empty numeric array.")
-    embedding = np.asarray(embedding, dtype=np.float32).reshape(-1) if embedding.ndim > 1 and 1 in embedding.shape \
-        else np.asarray(embedding, dtype=np.float32)
-    if not np.all(np.isfinite(embedding)):
-        raise ValueError("The identity embedding contains NaN or infinite values.")
-    return embedding
+    from starcaster.conditioning.identity import load_identity_embedding
+
+    return load_identity_embedding(path, int(pipe.config.face_encoder.get("embedding_dim", 512)))

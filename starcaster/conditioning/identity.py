@@ -11,8 +11,10 @@ through the same encoder is the unconditional c_id used for classifier-free guid
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -26,7 +28,52 @@ from .tokenizer import build_tiny_tokenizer  # noqa: F401  (part of this module'
 ARC2FACE_PROMPT = "photo of a id person"
 ID_PLACEHOLDER = "id"
 
-__all__ = ["ARC2FACE_PROMPT", "Arc2FaceEncoder", "ArcFaceEmbedder", "TinyFaceEncoder", "build_tiny_tokenizer"]
+__all__ = [
+    "ARC2FACE_PROMPT", "Arc2FaceEncoder", "ArcFaceEmbedder", "TinyFaceEncoder", "build_tiny_tokenizer",
+    "load_identity_embedding",
+]
+
+
+def load_identity_embedding(identity, expected_dim: int) -> np.ndarray:
+    """A saved identity embedding -> float32 ``(expected_dim,)``, checked; ``ValueError`` saying what is wrong.
+
+    ``identity`` is a path to a ``.npy`` file written by ``numpy.save`` (never unpickled) or an array-like of shape
+    ``(expected_dim,)``, ``(1, expected_dim)`` or ``(expected_dim, 1)``. The values are returned as they are: the
+    encoders normalise them.
+    """
+    name = "The identity embedding"
+    if isinstance(identity, (str, os.PathLike)):
+        path = Path(identity)
+        name = f"The identity embedding '{path.name}'"
+        if not path.is_file():
+            raise ValueError(f"The identity embedding file '{path}' does not exist.")
+        try:
+            identity = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            # numpy's own message here talks about allow_pickle, which would be the wrong advice.
+            raise ValueError(f"{name} is not a valid .npy array: save the embedding with numpy.save.") from None
+        if not isinstance(identity, np.ndarray):  # an .npz archive holds several arrays
+            raise ValueError(f"{name} is an .npz archive, not a .npy array: save one array with numpy.save.")
+    try:
+        array = np.asarray(identity)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of {expected_dim} numbers.") from None
+    if array.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must hold numbers, got an array of {array.dtype}.")
+    shape = array.shape
+    if array.ndim == 2 and 1 in shape:
+        array = array.reshape(-1)
+    if array.shape != (expected_dim,):
+        raise ValueError(
+            f"{name} must hold {expected_dim} numbers (shape ({expected_dim},) or (1, {expected_dim})), "
+            f"got shape {shape}."
+        )
+    array = array.astype(np.float32)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    if float(np.linalg.norm(array)) < 1e-6:
+        raise ValueError(f"{name} is all zeros: it names no identity.")
+    return array
 
 
 class Arc2FaceEncoder(nn.Module):

@@ -1,0 +1,73 @@
+"""The UI's input checks use the library's definitions (one place each): identity files and silence."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from starcaster.audio_io import is_silent
+from ui.inputs import read_audio, read_identity
+
+RATE = 16000
+
+
+def fake_pipe(dim=64):
+    return SimpleNamespace(sample_rate=RATE, fps=25.0, max_audio_seconds=60.0,
+                           config=SimpleNamespace(face_encoder={"embedding_dim": dim}))
+
+
+def tone(amplitude, seconds=1.0):
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amplitude * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def test_the_ui_calls_audio_silent_exactly_when_the_pipeline_does():
+    pipe = fake_pipe()
+    quiet = tone(0.0025)  # peak above the old 1e-3 threshold, but about -55 dBFS RMS: no speech to follow
+    loud = tone(0.05)  # about -29 dBFS
+    assert is_silent(quiet) and not is_silent(loud)
+    with pytest.raises(ValueError, match="silent"):
+        read_audio(pipe, (quiet, RATE), required=True)
+    samples, rate = read_audio(pipe, (loud, RATE), required=True)
+    assert rate == RATE and samples.shape == loud.shape
+    # An orbit may be silent: the same quiet audio is then accepted.
+    assert read_audio(pipe, (quiet, RATE), required=False, allow_silent=True)[0].shape == quiet.shape
+
+
+def test_ui_identity_files_are_checked_against_the_models_width(tmp_path):
+    pipe = fake_pipe(dim=64)
+    good = tmp_path / "person.npy"
+    np.save(good, np.arange(1, 65, dtype=np.float64)[None])  # (1, 64) float64: accepted, flattened, float32
+    embedding = read_identity(pipe, str(good))
+    assert embedding.shape == (64,) and embedding.dtype == np.float32 and embedding[-1] == 64.0
+    assert read_identity(pipe, None) is None
+
+    with pytest.raises(ValueError, match=r"must hold 512 numbers.*got shape \(1, 64\)"):
+        read_identity(fake_pipe(dim=512), str(good))
+    garbage = tmp_path / "embedding.txt"
+    garbage.write_text("not numpy")
+    with pytest.raises(ValueError, match=r"not a valid \.npy array") as info:
+        read_identity(pipe, str(garbage))
+    assert "pickle" not in str(info.value)
+
+
+def test_capability_notice_lives_in_the_ui_and_names_what_still_works():
+    import starcaster.loading
+
+    from ui.capabilities import capability_notice
+
+    assert not hasattr(starcaster.loading, "capability_notice")  # the library writes no UI text
+    everything = SimpleNamespace(capabilities={"portrait": None, "identity": None, "orbit": None})
+    assert capability_notice(everything) is None
+    no_adapters = SimpleNamespace(capabilities={"portrait": "Portrait animation needs adapters.", "identity": None,
+                                                "orbit": "Free-viewpoint orbit needs adapters."})
+    notice = capability_notice(no_adapters)
+    assert notice.splitlines() == [
+        "Some tasks are unavailable with this model:",
+        "- Portrait animation needs adapters.",
+        "- Free-viewpoint orbit needs adapters.",
+        "- ID-driven generation runs; audio given to it goes into the file but does not move the lips until the "
+        "adapters are trained.",
+    ]
+    only_orbit = SimpleNamespace(capabilities={"portrait": None, "identity": None, "orbit": "No camera stream."})
+    assert capability_notice(only_orbit).splitlines()[1:] == ["- No camera stream."]
