@@ -25,7 +25,3 @@ def add_self_attention_lora(unet: nn.Module, rank: int) -> None:
         init_lora_weights=True,  # A random, B zero: identity at initialisation
     )
     unet.add_adapter(config, adapter_name=ADAPTER_NAME)
-
-
-def lora_parameter_names(module: nn.Module) -> list[str]:
-    return [name for name, _ in module.named_parameters() if ".lora_" in name]
