@@ -27,7 +27,7 @@ from gradio.data_classes import FileData
 
 from .generation import SAMPLER_LOCK, SAMPLER_WAIT_SECONDS, require
 from .model import GPU, get_pipeline, model_name
-from .streaming import OUTPUT_ROOT, new_output_dir, stream_segments
+from .streaming import OUTPUT_ROOT, can_stream, new_output_dir, stream_segments
 
 CACHE_ROOT = os.path.join(OUTPUT_ROOT, "examples")
 
@@ -61,8 +61,10 @@ def run_example(task: str, **inputs):
     steps = settings["steps"]
     status = (f"Example: {frames} frames at {pipe.fps:g} fps, seed {settings['seed']}, {steps} step{'s' * (steps != 1)}."
               " It is cached: the next click on it shows this video at once.")
-    # A streaming gr.Video passes its value through unprocessed: a FileData plays as an ordinary (whole) video.
-    return FileData(path=final), final, settings["seed"], status
+    # A streaming gr.Video passes its value through unprocessed: a FileData plays as an ordinary (whole) video. Without
+    # ffmpeg/ffprobe the Video is not streaming and wants the plain path (it cannot postprocess a FileData).
+    video = FileData(path=final) if can_stream() else final
+    return video, final, settings["seed"], status
 
 
 def fingerprint(rows, pipe) -> str:
