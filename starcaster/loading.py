@@ -152,7 +152,7 @@ def _load_folder(folder: Path, config: PipelineConfig) -> STARCasterPipeline:
 
     capabilities = {"portrait": None, "identity": None, "orbit": None}
     if (folder / "starcaster").is_dir():
-        model = STARCasterModel.from_pretrained(folder / "starcaster", unet2d, motion_adapter)
+        model = STARCasterModel.from_adapters(folder / "starcaster", unet2d, motion_adapter)
     else:
         model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(config, audio_encoder), motion_adapter)
         capabilities.update({task: _missing_adapters(folder, need) for task, need in _NEEDS_ADAPTERS.items()})
@@ -164,8 +164,8 @@ def _load_folder(folder: Path, config: PipelineConfig) -> STARCasterPipeline:
 
 
 def _missing_adapters(folder: Path, need: str) -> str:
-    return (f"{need}, which are untrained: {folder / 'starcaster'}/ has no STARCaster adapters (config.json + "
-            "adapters.safetensors, written by STARCasterModel.save_adapters after training). ID-driven generation works without them "
+    return (f"{need}, which are untrained: {folder / 'starcaster'}/ has no STARCaster adapters (config.json + motion.safetensors, "
+            "audio.safetensors, ..., written by STARCasterModel.save_adapters after training). ID-driven generation works without them "
             "(a silent video from the motion prior).")
 
 

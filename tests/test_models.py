@@ -124,13 +124,16 @@ def test_audio_acts_only_through_its_own_kv(unet2d, inputs):
     model.set_trainable({"audio", "camera"})
     out = model(inputs["sample"], inputs["timestep"], inputs["id_tokens"], audio_tokens=inputs["audio_tokens"])
     out.square().mean().backward()
-    grads = {n: p.grad for n, p in model.unet.named_parameters() if ".processor." in n}
-    assert grads and all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "_audio" in n)
-    assert all(g is None or g.abs().sum() == 0 for n, g in grads.items() if "_camera" in n)
+    grads = {n: p.grad for n, p in model.unet.named_parameters() if ".streams." in n}
+    audio = [g for n, g in grads.items() if ".audio." in n]
+    camera = [g for n, g in grads.items() if ".camera." in n]
+    assert audio and camera and len(audio) + len(camera) == len(grads)
+    assert all(g is not None and g.abs().sum() > 0 for g in audio)
+    assert all(g is None or g.abs().sum() == 0 for g in camera)
 
     with torch.no_grad():  # switching the audio V projections back to zero restores the base model
         for name, param in model.unet.named_parameters():
-            if "to_v_audio" in name:
+            if "streams.to_v.audio" in name:
                 param.zero_()
     assert torch.allclose(run(model, inputs, streams=("audio",)), base, atol=1e-5)
 
@@ -273,7 +276,7 @@ def test_trainable_parameters_per_stage(unet2d):
     groups = {s: {adapter_group(names[id(p)]) for p in model.trainable_parameters(s)} for s in (1, 2, 3)}
     assert groups == {1: {"motion", "audio"}, 2: {"motion", "audio", "lora"}, 3: {"motion", "camera", "lora"}}
     stage1 = {names[id(p)] for p in model.trainable_parameters(1)}
-    assert any(n.startswith("audio_proj.") for n in stage1) and any("to_k_audio" in n for n in stage1)
+    assert any(n.startswith("audio_proj.") for n in stage1) and any("streams.to_k.audio" in n for n in stage1)
     assert not any(p.requires_grad for p in model.reference_unet.parameters())
     assert not any(p.requires_grad for n, p in model.unet.named_parameters() if adapter_group("unet." + n) is None)
     with pytest.raises(ValueError, match="stage"):
@@ -284,43 +287,91 @@ def test_save_and_load_adapters_round_trip(unet2d, inputs, tmp_path):
     model = build(unet2d)
     randomize(model, {"motion", "audio", "camera", "lora"}, std=0.05)
     model.save_adapters(tmp_path)
-    loaded = STARCasterModel.from_pretrained(tmp_path, tiny_unet2d()).eval()
+    loaded = STARCasterModel.from_adapters(tmp_path, tiny_unet2d()).eval()
     saved = model.adapter_state_dict()
     assert all(torch.equal(saved[k], v) for k, v in loaded.adapter_state_dict().items())
     with torch.no_grad():
         bank = model.encode_reference(inputs["ref_latents"], inputs["id_tokens"])
     assert torch.equal(run(loaded, inputs, bank=bank), run(model, inputs, bank=bank))
-    # only the additions are stored: none of the 2D base
+    # one file per group, holding exactly that group's additions and none of the 2D base
     from safetensors import safe_open
 
-    with safe_open(tmp_path / "adapters.safetensors", "pt") as f:
-        keys = list(f.keys())
-    assert len(keys) == len(saved) and all(adapter_group(k) is not None and "base_layer" not in k for k in keys)
+    for group in ("motion", "audio", "camera", "lora"):
+        with safe_open(tmp_path / f"{group}.safetensors", "pt") as f:
+            keys = list(f.keys())
+        assert keys and all(adapter_group(k) == group and "base_layer" not in k for k in keys)
+        assert set(keys) == set(model.adapter_state_dict([group]))
+
+
+def test_whole_model_round_trips_through_save_pretrained(unet2d, inputs, tmp_path):
+    model = build(unet2d)
+    randomize(model, {"motion", "audio", "camera", "lora"}, std=0.05)
+    model.save_pretrained(tmp_path)
+    loaded = STARCasterModel.from_pretrained(tmp_path, low_cpu_mem_usage=False).eval()
+    assert loaded.config.lora_rank == CONFIG.lora_rank and loaded.config.unet_config["block_out_channels"] == [32, 64]
+    with torch.no_grad():
+        bank = model.encode_reference(inputs["ref_latents"], inputs["id_tokens"])
+    torch.testing.assert_close(run(loaded, inputs, bank=bank), run(model, inputs, bank=bank))
+
+
+def test_a_stage_1_folder_loads_into_a_stage_2_model(unet2d, inputs, tmp_path):
+    stage1 = build(unet2d)
+    randomize(stage1, {"motion", "audio"}, std=0.05)
+    stage1.save_adapters(tmp_path, groups=("motion", "audio"))
+    assert not (tmp_path / "lora.safetensors").exists()
+    stage2 = STARCasterModel.from_adapters(tmp_path, unet2d)
+    assert all(torch.equal(v, stage1.adapter_state_dict(["motion", "audio"])[k])
+               for k, v in stage2.adapter_state_dict(["motion", "audio"]).items())
+    lora_b = [v for k, v in stage2.adapter_state_dict(["lora"]).items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() == 0 for v in lora_b)  # not in the folder: LoRA still at its identity start
+    groups = stage2.parameter_groups(["motion", "audio", "lora"])
+    assert [g["name"] for g in groups] == ["motion", "audio", "lora"]
+    names = {id(p): n for n, p in stage2.named_parameters()}
+    assert all(adapter_group(names[id(p)]) == g["name"] for g in groups for p in g["params"])
+    trainable = {n for n, p in stage2.named_parameters() if p.requires_grad}
+    assert trainable == {names[id(p)] for g in groups for p in g["params"]}
+
+
+def test_stream_weights_survive_set_attn_processor(unet2d, inputs):
+    from starcaster.models.unet import install_processors
+
+    model = build(unet2d)
+    randomize(model, {"audio"})
+    before = model.adapter_state_dict(["audio"])
+    out = run(model, inputs, streams=("audio",))
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    model.unet.set_attn_processor(AttnProcessor2_0())  # e.g. a user trying diffusers' processors, then back
+    after = model.adapter_state_dict(["audio"])
+    assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
+    install_processors(model.unet)
+    assert torch.equal(run(model, inputs, streams=("audio",)), out)
 
 
 def test_broken_adapters_folder_gives_clear_errors(unet2d, tmp_path):
     build(unet2d).save_adapters(tmp_path)
-    weights = tmp_path / "adapters.safetensors"
+    weights = tmp_path / "audio.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="adapters.safetensors.*truncated or corrupt"):
-        STARCasterModel.from_pretrained(tmp_path, unet2d)
+    with pytest.raises(ValueError, match="audio.safetensors.*truncated or corrupt"):
+        STARCasterModel.from_adapters(tmp_path, unet2d)
     weights.write_bytes(data)
     other_base = tiny_unet2d(cross_attention_dim=16)
     with pytest.raises(ValueError, match="cross_attention_dim"):
-        STARCasterModel.from_pretrained(tmp_path, other_base)
-    weights.unlink()
-    with pytest.raises(FileNotFoundError, match="adapters.safetensors"):
-        STARCasterModel.from_pretrained(tmp_path, unet2d)
+        STARCasterModel.from_adapters(tmp_path, other_base)
+    for group in ("motion", "audio", "camera", "lora"):
+        (tmp_path / f"{group}.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no adapter weights"):
+        STARCasterModel.from_adapters(tmp_path, unet2d)
 
-    build(unet2d, STARCasterConfig(**{**CONFIG.to_dict(), "lora_rank": 0})).save_adapters(tmp_path / "no_lora")
-    config_path = tmp_path / "no_lora" / "config.json"
-    config_path.write_text(config_path.read_text().replace('"lora_rank": 0', '"lora_rank": 4'))
-    with pytest.raises(ValueError, match="missing keys"):
-        STARCasterModel.from_pretrained(tmp_path / "no_lora", unet2d)
+    build(unet2d, STARCasterConfig(**{**CONFIG.to_dict(), "lora_rank": 2})).save_adapters(tmp_path / "rank2")
+    config_path = tmp_path / "rank2" / "config.json"
+    config_path.write_text(config_path.read_text().replace('"lora_rank": 2', '"lora_rank": 4'))
+    with pytest.raises(ValueError, match="wrong shape"):
+        STARCasterModel.from_adapters(tmp_path / "rank2", unet2d)
     config_path.write_text("{not json")
     with pytest.raises(ValueError, match="config.json"):
-        STARCasterModel.from_pretrained(tmp_path / "no_lora", unet2d)
+        STARCasterModel.from_adapters(tmp_path / "rank2", unet2d)
 
 
 def test_projections_shapes_and_bad_input():

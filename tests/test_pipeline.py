@@ -246,7 +246,7 @@ def test_other_tasks_run_and_differ(pipe, task, monkeypatch):
         # The camera stream's V projections start at zero: an untrained orbit is the portrait video exactly, and
         # once they move (as training moves them) the cameras change it.
         np.testing.assert_array_equal(frames, portrait_frames)
-        values = [p for name, p in pipe.model.named_parameters() if "to_v_camera" in name]
+        values = [p for name, p in pipe.model.named_parameters() if "streams.to_v.camera" in name]
         saved = [v.detach().clone() for v in values]
         try:
             with torch.no_grad():

@@ -1,8 +1,8 @@
 """Attention processors of the video UNet's spatial transformer blocks (paper §3.1, eqs. 2 and 3).
 
 * `MultiSourceCrossAttnProcessor` on every spatial `attn2`: decoupled multi-source cross-attention. The ID stream uses
-  the pre-trained to_k/to_v; audio and camera streams share the query and own their K/V; outputs are summed, each times
-  its scale (eq. 2).
+  the pre-trained to_k/to_v; audio and camera streams share the query and own their K/V (`StreamProjections`, kept on
+  the attention module); outputs are summed, each times its scale (eq. 2).
 * `ReferenceAttnProcessor` on every spatial `attn1`: extended self-attention. Keys/values come from the frame's tokens
   concatenated with the reference bank's tokens for that layer, queries from the frame only (eq. 3).
 
@@ -93,31 +93,39 @@ def check_plain_call(attn: "Attention", hidden_states: torch.Tensor, attention_m
         raise ValueError("STARCaster attention processors expect attention layers without group/spatial norm")
 
 
-class MultiSourceCrossAttnProcessor(nn.Module):
-    """Decoupled multi-source cross-attention (eq. 2): ID + audio + camera streams sharing one query.
+class StreamProjections(nn.Module):
+    """The audio and camera streams' own K/V projections of one cross-attention layer (eq. 2).
 
-    The new V projections start at zero, so at initialisation the audio and camera streams add exactly nothing and
-    the layer reproduces the base model; the new K projections start as copies of the ID K, so the streams begin with
-    the base model's notion of which tokens a query looks at.
+    They live on the `Attention` module (as ``attn.streams``), not in its processor, so that they are ordinary
+    parameters of the UNet and survive ``set_attn_processor``. The new V projections start at zero, so at
+    initialisation the streams add exactly nothing and the layer reproduces the base model; the new K projections
+    start as copies of the ID K, so the streams begin with the base model's notion of which tokens a query looks at.
     """
+
+    STREAMS = ("audio", "camera")
 
     def __init__(self, cross_attention_dim: int, inner_dim: int):
         super().__init__()
-        self.to_k_audio = nn.Linear(cross_attention_dim, inner_dim, bias=False)
-        self.to_v_audio = nn.Linear(cross_attention_dim, inner_dim, bias=False)
-        self.to_k_camera = nn.Linear(cross_attention_dim, inner_dim, bias=False)
-        self.to_v_camera = nn.Linear(cross_attention_dim, inner_dim, bias=False)
+        self.to_k = nn.ModuleDict({s: nn.Linear(cross_attention_dim, inner_dim, bias=False) for s in self.STREAMS})
+        self.to_v = nn.ModuleDict({s: nn.Linear(cross_attention_dim, inner_dim, bias=False) for s in self.STREAMS})
 
     @classmethod
-    def from_attention(cls, attn: "Attention") -> "MultiSourceCrossAttnProcessor":
+    def from_attention(cls, attn: "Attention") -> "StreamProjections":
         to_k = attn.to_k
-        processor = cls(to_k.in_features, to_k.out_features).to(device=to_k.weight.device, dtype=to_k.weight.dtype)
+        streams = cls(to_k.in_features, to_k.out_features).to(device=to_k.weight.device, dtype=to_k.weight.dtype)
         with torch.no_grad():
-            for k_proj in (processor.to_k_audio, processor.to_k_camera):
-                k_proj.weight.copy_(to_k.weight)
-            for v_proj in (processor.to_v_audio, processor.to_v_camera):
-                v_proj.weight.zero_()
-        return processor
+            for s in cls.STREAMS:
+                streams.to_k[s].weight.copy_(to_k.weight)
+                streams.to_v[s].weight.zero_()
+        return streams
+
+
+class MultiSourceCrossAttnProcessor:
+    """Decoupled multi-source cross-attention (eq. 2): ID + audio + camera streams sharing one query.
+
+    The ID stream uses the layer's pre-trained to_k/to_v; the audio and camera streams use ``attn.streams``
+    (`StreamProjections`); the outputs are summed, each times its scale.
+    """
 
     def __call__(
         self,
@@ -138,11 +146,8 @@ class MultiSourceCrossAttnProcessor(nn.Module):
             ehs = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
             out = out + scales.id * attend(attn, query, attn.to_k(ehs), attn.to_v(ehs))
         if conditions is not None:
-            streams = (
-                ("audio", conditions.audio, scales.audio, self.to_k_audio, self.to_v_audio),
-                ("camera", conditions.camera, scales.camera, self.to_k_camera, self.to_v_camera),
-            )
-            for name, tokens, scale, to_k, to_v in streams:
+            streams = (("audio", conditions.audio, scales.audio), ("camera", conditions.camera, scales.camera))
+            for name, tokens, scale in streams:
                 if tokens is None or scale == 0:
                     continue  # absent and switched-off streams are not computed: exactly the base model
                 if tokens.shape[0] != query.shape[0]:
@@ -151,7 +156,7 @@ class MultiSourceCrossAttnProcessor(nn.Module):
                         "(batch x frames); give one set of tokens per frame"
                     )
                 tokens = tokens.to(query.dtype)
-                out = out + scale * attend(attn, query, to_k(tokens), to_v(tokens))
+                out = out + scale * attend(attn, query, attn.streams.to_k[name](tokens), attn.streams.to_v[name](tokens))
         return project_out(attn, out, hidden_states)
 
 

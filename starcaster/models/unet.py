@@ -16,20 +16,38 @@ from pathlib import Path
 
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .attention import AttentionConditions, MultiSourceCrossAttnProcessor, ReferenceAttnProcessor, StreamScales
+from .attention import (
+    AttentionConditions,
+    MultiSourceCrossAttnProcessor,
+    ReferenceAttnProcessor,
+    StreamProjections,
+    StreamScales,
+)
 from .config import STARCasterConfig
 from .lora import add_self_attention_lora
 from .projections import AudioProjection, CameraProjection
 from .reference import ReferenceBank, encode_reference, make_reference_unet, self_attention_layers
 
 CONFIG_FILE = "config.json"
-ADAPTERS_FILE = "adapters.safetensors"
-ADAPTERS_CONTENT = "the STARCaster additions (temporal blocks, audio/camera K/V, projections, LoRA)"
+GROUPS = ("motion", "audio", "camera", "lora")  # the trainable additions, each saved in GROUP.safetensors
+GROUP_CONTENT = {
+    "motion": "the temporal blocks",
+    "audio": "the audio stream (K/V projections and the audio projection MLP)",
+    "camera": "the camera stream (K/V projections and the camera projection MLP)",
+    "lora": "the LoRA of the spatial self-attention",
+}
 # Shape facts of the 2D base that the additions depend on: checked on load for a readable error.
 BASE_KEYS = ("block_out_channels", "layers_per_block", "cross_attention_dim")
+
+
+def _plain(config) -> dict:
+    """A diffusers config as constructor keyword arguments (no private `_class_name`-style keys)."""
+    return {k: v for k, v in dict(config).items() if not k.startswith("_")}
 
 # Which additions each training stage optimises (paper §3.4, Supp. B). The 2D weights are never trained. Stage 3
 # optimises "the same model weights, with camera attention layers replacing the audio-specific ones".
@@ -52,9 +70,9 @@ def adapter_group(name: str) -> str | None:
         return "motion"
     if ".lora_" in name:
         return "lora"
-    if ".processor.to_k_audio." in name or ".processor.to_v_audio." in name:
+    if ".streams.to_k.audio." in name or ".streams.to_v.audio." in name:
         return "audio"
-    if ".processor.to_k_camera." in name or ".processor.to_v_camera." in name:
+    if ".streams.to_k.camera." in name or ".streams.to_v.camera." in name:
         return "camera"
     return None
 
@@ -119,7 +137,8 @@ def quiet_empty_float32_warning():
 
 
 def install_processors(unet: UNetMotionModel) -> None:
-    """Multi-source cross-attention on spatial attn2, reference-reading self-attention on spatial attn1."""
+    """Multi-source cross-attention on spatial attn2 (with the streams' K/V added to each attn2 module),
+    reference-reading self-attention on spatial attn1."""
     processors = {}
     for name, processor in unet.attn_processors.items():
         layer = name.removesuffix(".processor")
@@ -128,29 +147,82 @@ def install_processors(unet: UNetMotionModel) -> None:
         elif layer.endswith("attn1"):
             processors[name] = ReferenceAttnProcessor(layer)
         elif layer.endswith("attn2"):
-            processors[name] = MultiSourceCrossAttnProcessor.from_attention(unet.get_submodule(layer))
+            attn = unet.get_submodule(layer)
+            if not hasattr(attn, "streams"):  # reinstalling keeps the (maybe trained) stream weights
+                attn.streams = StreamProjections.from_attention(attn)
+            processors[name] = MultiSourceCrossAttnProcessor()
         else:
             raise ValueError(f"unexpected attention layer {layer} in the video UNet")
     unet.set_attn_processor(processors)
 
 
-class STARCasterModel(nn.Module):
-    """Video UNet + reference UNet + audio/camera projections. Build it with `from_unet2d` or `from_pretrained`."""
+class STARCasterModel(ModelMixin, ConfigMixin):
+    """Video UNet + reference UNet + audio/camera projections (diffusers ModelMixin + ConfigMixin).
 
+    The config is the 2D base's UNet config (``unet_config``) plus the `STARCasterConfig` fields of the additions, so
+    ``save_pretrained`` / ``from_pretrained`` round-trip the whole network. Checkpoint folders ship only the
+    additions (`save_adapters`: one safetensors file per trainable group) next to the 2D base they extend.
+    Build it with `from_unet2d` (copies a trained 2D UNet) or `from_adapters`.
+    """
+
+    ignore_for_config = ["unet2d", "motion_adapter"]
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
     def __init__(
         self,
-        config: STARCasterConfig,
-        unet: UNetMotionModel,
-        reference_unet: UNet2DConditionModel,
-        audio_proj: AudioProjection,
-        camera_proj: CameraProjection,
+        unet_config: dict | None = None,
+        feature_dim: int = 9216,
+        audio_window: int = 5,
+        audio_tokens: int = 32,
+        audio_hidden_dim: int = 1024,
+        camera_dim: int = 25,
+        camera_tokens: int = 4,
+        camera_hidden_dim: int = 256,
+        lora_rank: int = 64,
+        motion_num_attention_heads: int = 8,
+        motion_max_seq_length: int = 32,
+        motion_transformer_layers_per_block: int = 1,
+        use_motion_mid_block: bool = True,
+        unet2d: UNet2DConditionModel | None = None,
+        motion_adapter: MotionAdapter | None = None,
     ):
+        """``unet2d`` (weights copied, left untouched) or a random 2D UNet built from ``unet_config``;
+        ``motion_adapter`` (its weights become the temporal prior) or fresh temporal blocks with zeroed outputs."""
         super().__init__()
-        self.config = config
+        additions = self.additions
+        if unet2d is None:
+            if unet_config is None:
+                raise ValueError("STARCasterModel needs the 2D UNet (unet2d) or its config (unet_config)")
+            unet2d = UNet2DConditionModel(**unet_config)
+        base = dict(unet2d.config)
+        if not isinstance(base["cross_attention_dim"], int):
+            raise ValueError(f"per-block cross_attention_dim {base['cross_attention_dim']} is not supported")
+        adapter = motion_adapter if motion_adapter is not None else build_motion_adapter(base, additions)
+        if motion_adapter is not None:
+            check_motion_adapter(base, adapter)
+        with quiet_empty_float32_warning():
+            unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+        if motion_adapter is None:
+            zero_init_motion_outputs(unet)
+        install_processors(unet)
+        if additions.lora_rank > 0:
+            add_self_attention_lora(unet, additions.lora_rank)
+        cross = base["cross_attention_dim"]
         self.unet = unet
-        self.reference_unet = reference_unet
-        self.audio_proj = audio_proj
-        self.camera_proj = camera_proj
+        self.reference_unet = make_reference_unet(unet2d)
+        self.audio_proj = AudioProjection(feature_dim, audio_window, audio_tokens, cross, audio_hidden_dim)
+        self.camera_proj = CameraProjection(camera_tokens, cross, camera_dim, camera_hidden_dim)
+        # UNetMotionModel.from_unet2d builds on the CPU in the base's dtype; bring everything to the base's device.
+        self.to(device=unet2d.device)
+        for projection in (self.audio_proj, self.camera_proj):
+            projection.to(dtype=unet2d.dtype)
+        self.set_trainable(set(GROUPS))  # the 2D weights are frozen from the start
+
+    @property
+    def additions(self) -> STARCasterConfig:
+        """The additions' settings, validated (`STARCasterConfig`)."""
+        return STARCasterConfig.from_dict({k: v for k, v in self.config.items() if k != "unet_config"})
 
     @classmethod
     def from_unet2d(
@@ -167,20 +239,12 @@ class STARCasterModel(nn.Module):
         if not isinstance(unet2d, UNet2DConditionModel):
             raise ValueError(f"from_unet2d needs a diffusers UNet2DConditionModel, got {type(unet2d).__name__}")
         config = config or STARCasterConfig()
-        base = dict(unet2d.config)
-        cross_attention_dim = base["cross_attention_dim"]
-        if not isinstance(cross_attention_dim, int):
-            raise ValueError(f"per-block cross_attention_dim {cross_attention_dim} is not supported")
-
-        if motion_adapter is None:
-            adapter, fresh = build_motion_adapter(base, config), True
-        else:
-            adapter = motion_adapter
+        adapter = motion_adapter
+        if adapter is not None:
             if not isinstance(adapter, MotionAdapter):
                 adapter = load_motion_adapter(adapter)
-            check_motion_adapter(base, adapter)
-            fresh = False
-            # Record the adapter's real shape so that save_adapters/from_pretrained rebuild the same blocks.
+            check_motion_adapter(dict(unet2d.config), adapter)
+            # Record the adapter's real shape so that save_adapters/from_adapters rebuild the same blocks.
             config = dataclasses.replace(
                 config,
                 motion_num_attention_heads=adapter.config["motion_num_attention_heads"],
@@ -188,34 +252,7 @@ class STARCasterModel(nn.Module):
                 motion_transformer_layers_per_block=adapter.config["motion_transformer_layers_per_block"],
                 use_motion_mid_block=adapter.config["use_motion_mid_block"],
             )
-
-        with quiet_empty_float32_warning():
-            unet = UNetMotionModel.from_unet2d(unet2d, adapter)
-        if fresh:
-            zero_init_motion_outputs(unet)
-        install_processors(unet)
-        if config.lora_rank > 0:
-            add_self_attention_lora(unet, config.lora_rank)
-
-        model = cls(
-            config,
-            unet,
-            make_reference_unet(unet2d),
-            AudioProjection(
-                config.feature_dim,
-                config.audio_window,
-                config.audio_tokens,
-                cross_attention_dim,
-                config.audio_hidden_dim,
-            ),
-            CameraProjection(config.camera_tokens, cross_attention_dim, config.camera_dim, config.camera_hidden_dim),
-        )
-        # UNetMotionModel.from_unet2d builds on the CPU in the base's dtype; bring everything to the base's device.
-        model.to(device=unet2d.device)
-        for projection in (model.audio_proj, model.camera_proj):
-            projection.to(dtype=unet2d.dtype)
-        model.set_trainable(set().union(*STAGE_GROUPS.values()))  # the 2D weights are frozen from the start
-        return model
+        return cls(unet_config=_plain(unet2d.config), **config.to_dict(), unet2d=unet2d, motion_adapter=adapter)
 
     # ----------------------------------------------------------------------------------------------------------------
     @property
@@ -312,60 +349,92 @@ class STARCasterModel(nn.Module):
             raise ValueError(f"training stage must be one of {sorted(STAGE_GROUPS)}, got {stage!r}")
         return self.set_trainable(STAGE_GROUPS[stage])
 
-    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the STARCaster additions (temporal blocks, audio/camera K/V, projections, LoRA)."""
-        return {name: t for name, t in self.state_dict().items() if adapter_group(name) is not None}
+    def parameter_groups(self, groups) -> list[dict]:
+        """Named optimizer parameter groups, one per trainable addition in ``groups`` (marks exactly them as
+        trainable): ``[{"name": "motion", "params": [...]}, ...]``."""
+        unknown = set(groups) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"unknown parameter groups {sorted(unknown)}; the additions are {GROUPS}")
+        self.set_trainable(set(groups))
+        named = {g: [] for g in GROUPS if g in groups}
+        for name, param in self.named_parameters():
+            group = adapter_group(name)
+            if group in named:
+                named[group].append(param)
+        return [{"name": g, "params": params} for g, params in named.items() if params]
 
-    def save_adapters(self, folder: str | Path) -> None:
-        """Writes config.json + adapters.safetensors; the 2D base is stored (and loaded) separately."""
+    def adapter_state_dict(self, groups=GROUPS) -> dict[str, torch.Tensor]:
+        """Only the STARCaster additions (temporal blocks, audio/camera K/V, projections, LoRA) in ``groups``."""
+        return {name: t for name, t in self.state_dict().items() if adapter_group(name) in groups}
+
+    def save_adapters(self, folder: str | Path, groups=GROUPS) -> None:
+        """Writes config.json + one GROUP.safetensors per addition; the 2D base is stored (and loaded) separately."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"_base_unet": {key: self.unet.config[key] for key in BASE_KEYS}}
-        (folder / CONFIG_FILE).write_text(json.dumps({**self.config.to_dict(), **meta}, indent=2) + "\n")
-        tensors = {name: t.detach().contiguous().cpu() for name, t in self.adapter_state_dict().items()}
-        save_file(tensors, folder / ADAPTERS_FILE, metadata={"format": "pt"})
+        self.save_config(folder)
+        for group in groups:
+            tensors = {name: t.detach().contiguous().cpu() for name, t in self.adapter_state_dict([group]).items()}
+            if tensors:
+                save_file(tensors, folder / f"{group}.safetensors", metadata={"format": "pt"})
 
     @classmethod
-    def from_pretrained(
+    def from_adapters(
         cls, folder: str | Path, unet2d: UNet2DConditionModel, motion_adapter: MotionAdapter | str | Path | None = None
     ) -> "STARCasterModel":
         """Builds the network around `unet2d` and loads the additions saved by `save_adapters` in `folder`.
 
-        `motion_adapter` only shapes the temporal blocks; their weights come from the adapters file.
+        `motion_adapter` only shapes the temporal blocks; their weights come from the adapters folder. Groups the
+        folder does not hold keep their initial values (a stage-1 folder has no LoRA or camera stream yet).
         """
         folder = Path(folder)
-        config_path, weights_path = folder / CONFIG_FILE, folder / ADAPTERS_FILE
-        for path, content in ((config_path, "the STARCasterConfig"), (weights_path, ADAPTERS_CONTENT)):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing: a STARCaster adapters folder holds {CONFIG_FILE} and {ADAPTERS_FILE} "
-                    f"({content} belongs in {path.name}), written by STARCasterModel.save_adapters"
-                )
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(
+                f"{config_path} is missing: a STARCaster adapters folder holds {CONFIG_FILE} (the model config) and "
+                f"GROUP.safetensors files ({', '.join(GROUPS)}), written by STARCasterModel.save_adapters"
+            )
         try:
             data = json.loads(config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{config_path} is not valid JSON ({error}); it should hold a STARCasterConfig") from None
+            raise ValueError(f"{config_path} is not valid JSON ({error}); it should hold a STARCasterModel config") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{config_path} should hold a JSON object (a STARCasterConfig), not {type(data).__name__}")
-        base = data.get("_base_unet", {})
+            raise ValueError(f"{config_path} should hold a JSON object (a STARCasterModel config), not {type(data).__name__}")
+        base = data.get("unet_config") or {}
         for key in BASE_KEYS:
             got = json.loads(json.dumps(unet2d.config[key]))  # tuples -> lists, as stored
             if key in base and base[key] != got:
                 raise ValueError(f"the adapters in {folder} were made for a 2D UNet with {key}={base[key]}, got {got}")
-        try:
-            tensors = load_file(weights_path)
-        except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
-            raise ValueError(
-                f"{weights_path} could not be read as safetensors ({error}); the file is truncated or corrupt. "
-                f"It should hold {ADAPTERS_CONTENT}, written by STARCasterModel.save_adapters"
-            ) from None
-        model = cls.from_unet2d(unet2d, STARCasterConfig.from_dict(data), motion_adapter)
-        model.load_adapter_state_dict(tensors, source=weights_path)
+        additions = STARCasterConfig.from_dict({k: v for k, v in data.items() if k != "unet_config"})
+        if not any((folder / f"{g}.safetensors").is_file() for g in GROUPS):
+            raise FileNotFoundError(f"{folder} holds no adapter weights: expected some of "
+                                    f"{', '.join(g + '.safetensors' for g in GROUPS)}, written by save_adapters")
+        model = cls.from_unet2d(unet2d, additions, motion_adapter)
+        model.load_adapters(folder)
         return model
 
-    def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor], source: str | Path = "state dict") -> None:
-        """Loads `adapter_state_dict()`-style tensors; missing, unexpected or misshaped keys raise ValueError."""
-        expected = self.adapter_state_dict()
+    def load_adapters(self, folder: str | Path, groups=GROUPS) -> list[str]:
+        """Loads the GROUP.safetensors files present in ``folder``; returns the groups loaded. Each file must match
+        this network exactly (missing, unexpected or misshaped keys are errors); absent groups are left alone."""
+        loaded = []
+        for group in groups:
+            path = Path(folder) / f"{group}.safetensors"
+            if not path.is_file():
+                continue
+            try:
+                tensors = load_file(path)
+            except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
+                raise ValueError(
+                    f"{path} could not be read as safetensors ({error}); the file is truncated or corrupt. It should "
+                    f"hold {GROUP_CONTENT[group]}, written by STARCasterModel.save_adapters"
+                ) from None
+            self.load_adapter_state_dict(tensors, groups=[group], source=path)
+            loaded.append(group)
+        return loaded
+
+    def load_adapter_state_dict(self, tensors: dict[str, torch.Tensor], groups=GROUPS,
+                                source: str | Path = "state dict") -> None:
+        """Loads `adapter_state_dict(groups)`-style tensors; missing, unexpected or misshaped keys raise ValueError."""
+        expected = self.adapter_state_dict(groups)
         missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         if missing or unexpected:
             raise ValueError(
