@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .conditioning.audio import audio_windows
-from .conditioning.camera import camera_vector, default_intrinsics, look_at, orbit_eye
+from .conditioning.camera import camera_vector, input_camera
 from .models import StreamScales
 from .models.reference import ReferenceBank
 
@@ -36,7 +36,8 @@ DROPPABLE_STREAMS = ("identity", "audio")
 
 def input_camera_vector() -> np.ndarray:
     """(25,) the camera the input portrait is seen from: frontal, distance 2.7, default intrinsics."""
-    return camera_vector(look_at(orbit_eye(0.0, 0.0))[None], default_intrinsics()[None])[0].astype(np.float32)
+    extrinsic, intrinsic = input_camera()
+    return camera_vector(extrinsic[None], intrinsic[None])[0].astype(np.float32)
 
 
 # -- reference and context ---------------------------------------------------------------------------------------

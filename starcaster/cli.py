@@ -86,7 +86,7 @@ def _camera(arg, pipe):
     if arg is None:
         return None
     if arg in CAMERA_PRESETS:
-        return getattr(CameraPath, arg)(int(4 * pipe.fps), fps=pipe.fps)
+        return CameraPath.preset(arg, int(4 * pipe.fps), fps=pipe.fps)  # every preset starts at the input view
     return CameraPath.from_json(Path(arg).read_text())
 
 

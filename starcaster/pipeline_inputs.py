@@ -6,12 +6,13 @@ Everything here validates first: bad input is a ValueError a person can act on, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 import numpy as np
 import torch
 
 from .conditioning.audio import clip_audio_features
 from .conditioning.camera import CameraPath
+from .conditioning.identity import load_identity_embedding
+from .image_io import to_model_range
 from .video import audio_slice, frame_count, is_silent, load_audio
 
 DEFAULT_SILENT_SECONDS = 4.0  # length of an orbit with neither audio nor a frame count
@@ -69,7 +70,7 @@ def prepare_inputs(pipe, task, image=None, audio=None, camera=None, identity=Non
         portrait = pipe.prepare_portrait(image, already_aligned=already_aligned)
 
     if identity is not None:
-        embedding = _identity_array(identity, cfg.face_encoder.get("embedding_dim", 512))
+        embedding = torch.from_numpy(load_identity_embedding(identity, cfg.face_encoder.get("embedding_dim", 512)))[None]
     else:
         embedding = embed_face(pipe.face_embedder, portrait)
 
@@ -78,7 +79,7 @@ def prepare_inputs(pipe, task, image=None, audio=None, camera=None, identity=Non
 
     cam = None
     if task == "orbit":
-        path = camera if camera is not None else CameraPath.orbit(num_frames, fps=cfg.fps)
+        path = camera if camera is not None else CameraPath.preset("orbit", num_frames, fps=cfg.fps)
         if not isinstance(path, CameraPath):
             raise ValueError("camera must be a CameraPath (see CameraPath.orbit / CameraPath.from_json).")
         cam = path.resample(num_frames).vectors()
@@ -100,21 +101,7 @@ def embed_face(face_embedder, portrait) -> torch.Tensor:
     """(1, E) embedding of the portrait's face: ArcFace for sd15, the tiny face encoder for tiny."""
     if isinstance(face_embedder, torch.nn.Module):
         param = next(face_embedder.parameters())
-        x = torch.from_numpy(portrait.image).permute(2, 0, 1)[None].to(param) / 127.5 - 1.0
+        x = to_model_range(torch.from_numpy(portrait.image).permute(2, 0, 1)[None]).to(param)
         return face_embedder(x).float().cpu()
     # Landmarks in the aligned crop's coordinates (not the original photo's), which is the image ArcFace sees.
     return torch.from_numpy(np.asarray(face_embedder(portrait.image, portrait.landmarks), dtype=np.float32))[None]
-
-
-def _identity_array(identity, expected: int) -> torch.Tensor:
-    if isinstance(identity, (str, Path)):
-        try:
-            identity = np.load(identity, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"Could not read the identity embedding file ({e}); it must be a .npy array.") from None
-    array = np.asarray(identity, dtype=np.float32).reshape(-1) if np.ndim(identity) <= 2 else None
-    if array is None or array.shape != (expected,):
-        raise ValueError(f"An identity embedding must hold {expected} numbers, got shape {np.shape(identity)}.")
-    if not np.all(np.isfinite(array)) or np.linalg.norm(array) < 1e-6:
-        raise ValueError("The identity embedding contains NaN/inf values or is all zeros.")
-    return torch.from_numpy(array)[None]

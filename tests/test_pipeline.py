@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from starcaster import CameraPath, load_pipeline
-from starcaster.pipeline import STARCasterPipeline, SamplerOptions
+from starcaster.pipeline import SamplerOptions
 
 STEPS = 2
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..face import ARCFACE_TEMPLATE, similarity_transform
+from ..face import arcface_crop
 
 RECOGNITION_FILES = ("arcface.onnx", "glintr100.onnx")
 
@@ -56,11 +56,7 @@ class ArcFaceEmbedder:
             raise ValueError(f"ArcFaceEmbedder needs a uint8 (H, W, 3) RGB image; got {image.dtype} {image.shape}.")
         size = self.input_size
         if landmarks5 is not None:
-            landmarks5 = np.asarray(landmarks5, dtype=np.float64)
-            if landmarks5.shape != (5, 2):
-                raise ValueError(f"landmarks5 must be (5, 2); got {landmarks5.shape}.")
-            matrix = similarity_transform(landmarks5, ARCFACE_TEMPLATE * (size / 112.0))
-            crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+            crop = arcface_crop(image, landmarks5, size)
         elif image.shape[:2] != (size, size):
             crop = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
         else:
