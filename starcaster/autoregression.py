@@ -113,9 +113,7 @@ def frame_audio_tokens(model, features: torch.Tensor, first: int, end: int, radi
 
     Frames outside the clip (segment 0's context) repeat the nearest real frame's features.
     """
-    windows = torch.stack([audio_windows(f, first, end - first, radius) for f in features])
-    param = next(model.audio_proj.parameters())
-    return model.audio_proj(windows.to(param.device, param.dtype))
+    return model.project_audio(torch.stack([audio_windows(f, first, end - first, radius) for f in features]))
 
 
 def frame_camera_tokens(model, cameras: torch.Tensor, first: int, end: int) -> torch.Tensor:
@@ -129,8 +127,7 @@ def frame_camera_tokens(model, cameras: torch.Tensor, first: int, end: int) -> t
     if before.any():
         picked = picked.clone()
         picked[:, before] = torch.from_numpy(input_camera_vector()).to(picked)
-    param = next(model.camera_proj.parameters())
-    return model.camera_proj(picked.to(param.device, param.dtype))
+    return model.project_camera(picked)
 
 
 def segment_conditions(model, id_tokens: torch.Tensor, first: int, end: int, audio_features=None, cameras=None,

@@ -63,6 +63,8 @@ def _common(p):
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--low-memory", action="store_true",
+                   help="sd15 on a smaller GPU: model CPU offload + VAE slicing (slower, a fraction of the memory)")
 
 
 def _cuda() -> bool:
@@ -76,8 +78,11 @@ def _load(args, random_weights: bool = False):
 
     from .loading import load_pipeline
 
-    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    return load_pipeline(args.preset, device=args.device, dtype=getattr(torch, dtype), random_weights=random_weights)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
+    if getattr(args, "low_memory", False):  # weights stay on the CPU; offload brings each component over in turn
+        pipe = load_pipeline(args.preset, dtype=dtype, random_weights=random_weights)
+        return pipe.enable_low_memory(args.device)
+    return load_pipeline(args.preset, device=args.device, dtype=dtype, random_weights=random_weights)
 
 
 def _camera(arg, pipe):
@@ -119,8 +124,8 @@ def _bench(args):
         pipe = _load(args, random_weights=args.random_weights)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}\nTo time the architecture without its weights, add --random-weights.") from None
-    report = run_benchmark(pipe, task=args.task, seconds=args.seconds, steps=args.steps or pipe.config.steps,
-                           guidance=args.guidance if args.guidance is not None else pipe.config.guidance,
+    report = run_benchmark(pipe, task=args.task, seconds=args.seconds, steps=args.steps or pipe.settings.steps,
+                           guidance=args.guidance if args.guidance is not None else pipe.settings.guidance,
                            naive=not args.no_naive)
     print(format_report(report))
     if args.json:

@@ -100,7 +100,7 @@ def build_random_pipeline(config: PipelineConfig, seed: int = 0, device: str | t
     pipe = STARCasterPipeline(
         model=model, vae=vae, scheduler=DPMSolverMultistepScheduler(**SCHEDULER_CONFIG),
         id_encoder=Arc2FaceEncoder(text_encoder, tokenizer), face_embedder=face_encoder,
-        audio_encoder=audio_encoder, config=config, trained=False,
+        audio_encoder=audio_encoder, settings=config, trained=False,
     )
     if dtype is not None and (device is None or device.type != "meta"):
         with quiet_empty_float32_warning():
@@ -112,7 +112,7 @@ def save_pipeline(pipe: STARCasterPipeline, folder: str | Path) -> Path:
     """Write every component in its library's own format (safetensors weights) plus the pipeline config."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / PIPELINE_CONFIG_NAME).write_text(pipe.config.to_json())
+    (folder / PIPELINE_CONFIG_NAME).write_text(pipe.settings.to_json())
     pipe.model.reference_unet.save_pretrained(folder / "unet")  # the frozen 2D base, bank processors hold no weights
     pipe.vae.save_pretrained(folder / "vae")
     pipe.id_encoder.text_encoder.save_pretrained(folder / "text_encoder")
@@ -121,6 +121,7 @@ def save_pipeline(pipe: STARCasterPipeline, folder: str | Path) -> Path:
         pipe.face_embedder.save_pretrained(folder / "face_encoder")
     pipe.scheduler.save_pretrained(folder / "scheduler")
     pipe.model.save_adapters(folder / "starcaster")
+    pipe.save_config(folder)  # model_index.json: which class each component is, as diffusers pipelines record
     return folder
 
 

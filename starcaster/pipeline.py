@@ -25,6 +25,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from diffusers import DiffusionPipeline
+
 from .autoregression import TASKS, denoise_segment, num_segments, plan_segment, segment_conditions
 from .conditioning.camera import CameraPath
 from .image_io import from_model_range, to_model_range
@@ -66,24 +68,53 @@ class SamplerOptions:
     cache_reference: bool = True  # reference features once per segment, not once per step
 
 
-class STARCasterPipeline:
-    """Holds the components and samples videos. Build it with :func:`starcaster.load_pipeline`."""
+class STARCasterPipeline(DiffusionPipeline):
+    """Holds the components and samples videos (a diffusers `DiffusionPipeline`, as AnimateDiffPipeline is).
 
-    def __init__(self, model, vae, scheduler, id_encoder, face_embedder, audio_encoder, config, capabilities=None,
-                 trained=True):
-        self.model, self.vae, self.scheduler = model, vae, scheduler
-        self.id_encoder, self.face_embedder, self.audio_encoder = id_encoder, face_embedder, audio_encoder
-        self.config = config
+    Build it with :func:`starcaster.load_pipeline` or ``STARCasterPipeline.from_pretrained(folder)``; ``.to()``,
+    ``enable_model_cpu_offload()``, ``vae.enable_slicing()`` / ``enable_tiling()`` and
+    ``set_progress_bar_config()`` behave as for diffusers' own pipelines. ``settings`` is the `PipelineConfig`
+    (sizes and defaults); ``config`` is diffusers' record of the components (``model_index.json``).
+    """
+
+    model_cpu_offload_seq = "id_encoder->model->vae"
+    _exclude_from_cpu_offload = ["face_embedder"]  # one small embedding per video; it stays where it is
+    _optional_components = ["face_embedder", "audio_encoder"]
+
+    def __init__(self, model, vae, scheduler, id_encoder, face_embedder, audio_encoder, settings=None,
+                 capabilities=None, trained=True):
+        # `settings` has a default only so that diffusers counts it as a setting, not a component (`components`).
+        if settings is None:
+            raise ValueError("STARCasterPipeline needs its settings (a presets.PipelineConfig).")
+        super().__init__()
+        self.register_modules(model=model, vae=vae, scheduler=scheduler, id_encoder=id_encoder,
+                              face_embedder=face_embedder, audio_encoder=audio_encoder)
+        self.settings = settings
         self.capabilities = capabilities or {task: None for task in TASKS}
         self.trained = trained
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, torch_dtype=None, device=None, **kwargs):
+        """A checkpoint folder laid out as in checkpoints/README.md (or "tiny" / "sd15") -> a pipeline."""
+        if kwargs:
+            raise ValueError(f"unsupported arguments {sorted(kwargs)}: nothing is ever downloaded; give a local folder.")
+        from .loading import load_pipeline
+
+        return load_pipeline(pretrained_model_name_or_path, device=device, dtype=torch_dtype)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """Every component in its library's own format (safetensors), the settings and ``model_index.json``."""
+        from .loading import save_pipeline
+
+        save_pipeline(self, save_directory)
+
     # -- properties the app reads --------------------------------------------------------------------------------
-    fps = property(lambda self: self.config.fps)
-    sample_rate = property(lambda self: self.config.sample_rate)
-    resolution = property(lambda self: self.config.resolution)
-    segment_frames = property(lambda self: self.config.segment_frames)
-    context_frames = property(lambda self: self.config.context_frames)
-    max_audio_seconds = property(lambda self: self.config.max_audio_seconds)
+    fps = property(lambda self: self.settings.fps)
+    sample_rate = property(lambda self: self.settings.sample_rate)
+    resolution = property(lambda self: self.settings.resolution)
+    segment_frames = property(lambda self: self.settings.segment_frames)
+    context_frames = property(lambda self: self.settings.context_frames)
+    max_audio_seconds = property(lambda self: self.settings.max_audio_seconds)
 
     @property
     def device(self) -> torch.device:
@@ -93,15 +124,26 @@ class STARCasterPipeline:
     def dtype(self) -> torch.dtype:
         return next(self.model.unet.parameters()).dtype
 
-    def to(self, device=None, dtype=None):
-        for module in (self.model, self.vae, self.id_encoder):
-            module.to(device=device, dtype=dtype)
-        if isinstance(self.face_embedder, torch.nn.Module):
-            self.face_embedder.to(device=device)
+    def to(self, *args, **kwargs):
+        from .models.unet import quiet_empty_float32_warning
+
+        with quiet_empty_float32_warning():
+            super().to(*args, **kwargs)
+            # The face embedder runs once per video on one crop: it stays float32, whatever the UNet's dtype.
+            if isinstance(self.face_embedder, torch.nn.Module):
+                self.face_embedder.to(dtype=torch.float32)
         # A speech model (wav2vec2) sits next to the UNet but stays float32: its features are cheap and bf16 hurts them.
         speech_model = getattr(self.audio_encoder, "model", None)
-        if isinstance(speech_model, torch.nn.Module) and device is not None:
-            speech_model.to(device=device)
+        if isinstance(speech_model, torch.nn.Module):
+            speech_model.to(device=self.device)
+        return self
+
+    def enable_low_memory(self, device: str = "cuda") -> "STARCasterPipeline":
+        """For sd15 on a smaller GPU: each component visits the GPU only while it runs (model CPU offload), and the
+        VAE decodes one frame at a time (slicing). On a machine without ``device`` only the slicing applies."""
+        if device != "cpu" and torch.device(device).type == "cuda" and torch.cuda.is_available():
+            self.enable_model_cpu_offload(device=device)
+        self.vae.enable_slicing()
         return self
 
     def prepare_portrait(self, image, already_aligned: bool = False):
@@ -139,8 +181,8 @@ class STARCasterPipeline:
         reason = self.capabilities.get(task)
         if reason:
             raise ValueError(reason)
-        steps = int(steps if steps is not None else self.config.steps)
-        guidance = float(guidance if guidance is not None else self.config.guidance)
+        steps = int(steps if steps is not None else self.settings.steps)
+        guidance = float(guidance if guidance is not None else self.settings.guidance)
         if not 1 <= steps <= 200:
             raise ValueError(f"steps must be between 1 and 200, got {steps}.")
         if not (math.isfinite(guidance) and 0.0 <= guidance <= 20.0):
@@ -151,16 +193,28 @@ class STARCasterPipeline:
         yield from self._sample(inputs, task, steps, guidance, seed, scales, sampler)
 
     def _sample(self, inputs: PreparedInputs, task, steps, guidance, seed, scales, sampler) -> Iterator[Segment]:
-        cfg = self.config
+        cfg = self.settings
         N, n = cfg.segment_frames, cfg.context_frames
         count = num_segments(inputs.num_frames, N)
         generator = torch.Generator("cpu").manual_seed(int(seed))  # noise drawn on CPU: same video on every device
-        id_tokens = self.id_encoder(inputs.identity.to(self.device))
+        device = self._execution_device  # the accelerator under model CPU offload, else the model's device
+        id_tokens = self.id_encoder(inputs.identity.to(device))
         unconditional_id = self.id_encoder.unconditional(1).to(id_tokens) if guidance != 1.0 else None
         features = None if inputs.audio_features is None else inputs.audio_features[None]
         cameras = None if inputs.camera is None else torch.from_numpy(inputs.camera)[None]
-        latent_shape = (1, self.model.unet.config.in_channels, N, *self._latent_hw())
+        progress = self.progress_bar(total=count * steps)
+        try:
+            yield from self._segments(inputs, task, steps, guidance, generator, scales, sampler, id_tokens,
+                                      unconditional_id, features, cameras, count, progress)
+        finally:  # also when the caller closes the stream early (Stop)
+            progress.close()
 
+    def _segments(self, inputs, task, steps, guidance, generator, scales, sampler, id_tokens, unconditional_id,
+                  features, cameras, count, progress):
+        cfg = self.settings
+        N, n = cfg.segment_frames, cfg.context_frames
+        device = id_tokens.device
+        latent_shape = (1, self.model.unet.config.in_channels, N, *self._latent_hw())
         previous = None
         for k in range(count):
             start = k * N
@@ -172,15 +226,16 @@ class STARCasterPipeline:
                 if plan.reference is None:
                     return None
                 return self.model.encode_reference(plan.reference.to(self.dtype), id_tokens,
-                                                   None if plan.log_weights is None else plan.log_weights.to(self.device))
+                                                   None if plan.log_weights is None else plan.log_weights.to(device))
 
             conditions = segment_conditions(self.model, id_tokens, first, start + N, features, cameras,
                                             cfg.audio_radius, bank=bank() if sampler.cache_reference else None)
-            noise = torch.randn(latent_shape, generator=generator).to(self.device)
+            noise = torch.randn(latent_shape, generator=generator).to(device)
             latents = denoise_segment(
                 self.model, self.scheduler, noise, conditions, unconditional_id, plan.context, steps, guidance,
                 scales, batch_cfg=sampler.batch_cfg,
                 rebuild_bank=None if sampler.cache_reference or plan.reference is None else bank,
+                on_step=lambda i, total: progress.update(1),
             )
             previous = latents  # its last n clean latents seed the next segment (paper §3.2)
             yield Segment(
@@ -194,7 +249,7 @@ class STARCasterPipeline:
 
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (H, W, 3) -> scaled latent (1, C, 1, h, w). Deterministic (the posterior mode)."""
-        x = to_model_range(torch.from_numpy(image).permute(2, 0, 1)[None]).to(self.device, self.dtype)
+        x = to_model_range(torch.from_numpy(image).permute(2, 0, 1)[None]).to(self._execution_device, self.vae.dtype)
         latent = self.vae.encode(x).latent_dist.mode().float() * self.vae.config.scaling_factor
         return latent[:, :, None]
 

@@ -36,7 +36,7 @@ class PreparedInputs:
 
 def prepare_inputs(pipe, task, image=None, audio=None, camera=None, identity=None, num_frames=None,
                    already_aligned=False) -> PreparedInputs:
-    cfg = pipe.config
+    cfg = pipe.settings
     if task in ("portrait", "orbit") and image is None:
         raise ValueError(f"The {task} task needs a portrait photo.")
     if task == "identity" and image is None and identity is None:

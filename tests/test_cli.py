@@ -55,3 +55,20 @@ def test_bad_input_exits_with_a_message(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "error: Camera path" in capsys.readouterr().err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_low_memory_switch_slices_the_vae(tmp_path, speech, monkeypatch):
+    from starcaster.pipeline import STARCasterPipeline
+
+    seen = []
+    original = STARCasterPipeline.enable_low_memory
+
+    def record(self, device="cuda"):
+        pipe = original(self, device)
+        seen.append((device, pipe.vae.use_slicing))
+        return pipe
+
+    monkeypatch.setattr(STARCasterPipeline, "enable_low_memory", record)
+    out = tmp_path / "low.mp4"
+    generate("--low-memory", "--task", "portrait", "--image", PORTRAIT, "--aligned", "--audio", speech, "--out", out)
+    assert seen == [("cpu", True)] and probe(out)["num_frames"] == 30

@@ -41,7 +41,7 @@ def test_round_trip_gives_identical_output(saved):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a trained folder loads without the random-weights warning
         loaded = load_pipeline(folder)
-    assert loaded.trained and loaded.config.to_json() == pipe.config.to_json()
+    assert loaded.trained and loaded.settings.to_json() == pipe.settings.to_json()
     for name in ("model", "vae", "id_encoder", "face_embedder"):  # every weight comes back bit for bit
         before, after = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
         assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), name

@@ -221,10 +221,10 @@ def test_audio_tokens_line_up_with_whole_clip_features(pipe, monkeypatch):
     assert len(calls) == 1  # one encoder call for the whole clip
     frames = 40
     whole = original(encoder, samples, frames, pipe.fps)
-    N, n, r = pipe.segment_frames, pipe.context_frames, pipe.config.audio_radius
+    N, n, r = pipe.segment_frames, pipe.context_frames, pipe.settings.audio_radius
     for k, segment in enumerate(segments):
         first = k * N - n
-        expected = pipe.model.audio_proj(audio_windows(whole, first, N + n, r)[None])
+        expected = pipe.model.project_audio(audio_windows(whole, first, N + n, r)[None])
         torch.testing.assert_close(segment["conditions"].audio_tokens, expected)
 
 
@@ -283,7 +283,7 @@ def test_orbit_feeds_each_frame_its_own_camera(pipe, monkeypatch):
 
 
 def test_identity_embedding_instead_of_a_photo(pipe):
-    dim = pipe.config.face_encoder["embedding_dim"]
+    dim = pipe.settings.face_encoder["embedding_dim"]
     segments = run(pipe, task="identity", image=None, identity=np.ones(dim, np.float32))
     assert sum(len(s.frames) for s in segments) == 25
     with pytest.raises(ValueError, match="identity embedding must hold"):

@@ -95,7 +95,7 @@ def speech(seconds=0.4, rate=16000):
 def test_public_folder_loads_with_the_sd15_defaults(sd15):
     folder, pipe, _ = sd15
     assert not (folder / PIPELINE_CONFIG_NAME).exists()
-    assert pipe.config.preset == "sd15" and pipe.config.audio_encoder == "wav2vec2"
+    assert pipe.settings.preset == "sd15" and pipe.settings.audio_encoder == "wav2vec2"
     assert pipe.resolution == 8 * 2  # the UNet's native size, not the preset's 512
     assert pipe.audio_encoder.feature_dim == 3 * 32  # all hidden layers of the folder's wav2vec2
     assert pipe.face_embedder.model_file.name == "arcface.onnx"

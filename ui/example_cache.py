@@ -37,8 +37,8 @@ EXAMPLE_SAMPLING = dict(seed=0, steps=None, guidance=None)
 
 def example_settings(pipe) -> dict:
     """The sampling arguments every example is generated with."""
-    steps = EXAMPLE_SAMPLING["steps"] or pipe.config.steps
-    guidance = EXAMPLE_SAMPLING["guidance"] or pipe.config.guidance
+    steps = EXAMPLE_SAMPLING["steps"] or pipe.settings.steps
+    guidance = EXAMPLE_SAMPLING["guidance"] or pipe.settings.guidance
     strengths = dict(audio=1.0, identity=1.0, camera=1.0)
     return dict(seed=int(EXAMPLE_SAMPLING["seed"]), steps=int(steps), guidance=float(guidance), strengths=strengths)
 

@@ -63,4 +63,4 @@ def read_identity(pipe, path):
         return None
     from starcaster.conditioning.identity import load_identity_embedding
 
-    return load_identity_embedding(path, int(pipe.config.face_encoder.get("embedding_dim", 512)))
+    return load_identity_embedding(path, int(pipe.settings.face_encoder.get("embedding_dim", 512)))

@@ -11,6 +11,7 @@ import os
 import threading
 
 MODEL_ENV = "STARCASTER_MODEL"
+LOW_MEMORY_ENV = "STARCASTER_LOW_MEMORY"  # "1": model CPU offload + VAE slicing (sd15 on a smaller GPU)
 DEFAULT_MODEL = "tiny"
 
 # One queue slot for the model, shared by every tab: generations run one after another whatever tab they come from.
@@ -40,8 +41,11 @@ def get_pipeline(name: str | None = None):
 
             # On a GPU (ZeroGPU included: it wants the model placed on cuda at start-up) sample in bf16 there.
             on_gpu = torch.cuda.is_available()
-            _pipeline = load_pipeline(name, device="cuda" if on_gpu else None,
-                                      dtype=torch.bfloat16 if on_gpu else None)
+            dtype = torch.bfloat16 if on_gpu else None
+            if os.environ.get(LOW_MEMORY_ENV, "0") not in ("", "0"):
+                _pipeline = load_pipeline(name, dtype=dtype).enable_low_memory()
+            else:
+                _pipeline = load_pipeline(name, device="cuda" if on_gpu else None, dtype=dtype)
             _pipeline_name = name
     return _pipeline
 

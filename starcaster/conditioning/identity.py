@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -158,6 +159,7 @@ class Arc2FaceEncoder(nn.Module):
         id_tokens = F.pad(embedding / norm, (0, self.hidden_size - embedding.shape[-1])).to(self.dtype)
         return self.encode(self.prompt_ids.expand(len(embedding), -1), id_tokens)
 
+    @apply_forward_hook  # model CPU offload moves the encoder to the accelerator for this call too
     def unconditional(self, batch_size: int = 1) -> torch.Tensor:
         """The empty prompt through the same encoder -> (B, 77, hidden_size)."""
         return self.encode(self.empty_ids.expand(batch_size, -1))

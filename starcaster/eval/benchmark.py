@@ -120,7 +120,7 @@ def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, n
                                 SamplerOptions(batch_cfg=False, cache_reference=False), "naive"))
     report = {
         "machine": machine_line(pipe.device),
-        "preset": pipe.config.preset,
+        "preset": pipe.settings.preset,
         "resolution": pipe.resolution,
         "dtype": str(pipe.dtype).replace("torch.", ""),
         "weights": "trained" if pipe.trained else "random (speed only)",

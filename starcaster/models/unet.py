@@ -18,6 +18,7 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -267,6 +268,7 @@ class STARCasterModel(ModelMixin, ConfigMixin):
     def cross_attention_dim(self) -> int:
         return self.unet.config.cross_attention_dim
 
+    @apply_forward_hook  # model CPU offload moves the model to the accelerator for this call too
     def encode_reference(self, ref_latents: torch.Tensor, id_tokens: torch.Tensor,
                          log_weights: torch.Tensor | None = None) -> ReferenceBank:
         """Clean reference latents (B, C, R, H, W) + ID tokens (B, L, D) -> the bank for one whole segment.
@@ -275,6 +277,18 @@ class STARCasterModel(ModelMixin, ConfigMixin):
         ``log_weights`` (R,) counts a reference as that many copies (see `ReferenceBank`).
         """
         return encode_reference(self.reference_unet, ref_latents, id_tokens, log_weights)
+
+    @apply_forward_hook
+    def project_audio(self, windows: torch.Tensor) -> torch.Tensor:
+        """Audio feature windows (B, F, window, D) -> audio tokens (B, F, T, cross_attention_dim)."""
+        param = next(self.audio_proj.parameters())
+        return self.audio_proj(windows.to(param.device, param.dtype))
+
+    @apply_forward_hook
+    def project_camera(self, cameras: torch.Tensor) -> torch.Tensor:
+        """Camera vectors (B, F, 25) -> camera tokens (B, F, T, cross_attention_dim)."""
+        param = next(self.camera_proj.parameters())
+        return self.camera_proj(cameras.to(param.device, param.dtype))
 
     def forward(
         self,
