@@ -202,46 +202,35 @@ class STARCasterPipeline(DiffusionPipeline):
         unconditional_id = self.id_encoder.unconditional(1).to(id_tokens) if guidance != 1.0 else None
         features = None if inputs.audio_features is None else inputs.audio_features[None]
         cameras = None if inputs.camera is None else torch.from_numpy(inputs.camera)[None]
-        progress = self.progress_bar(total=count * steps)
-        try:
-            yield from self._segments(inputs, task, steps, guidance, generator, scales, sampler, id_tokens,
-                                      unconditional_id, features, cameras, count, progress)
-        finally:  # also when the caller closes the stream early (Stop)
-            progress.close()
-
-    def _segments(self, inputs, task, steps, guidance, generator, scales, sampler, id_tokens, unconditional_id,
-                  features, cameras, count, progress):
-        cfg = self.settings
-        N, n = cfg.segment_frames, cfg.context_frames
-        device = id_tokens.device
         latent_shape = (1, self.model.unet.config.in_channels, N, *self._latent_hw())
         previous = None
-        for k in range(count):
-            start = k * N
-            valid = min(N, inputs.num_frames - start)
-            plan = plan_segment(task, k, inputs.portrait_latent, previous, n)
-            first = start - (n if plan.context is not None else 0)
+        with self.progress_bar(total=count * steps) as progress:  # closed too when the caller stops the stream
+            for k in range(count):
+                start = k * N
+                valid = min(N, inputs.num_frames - start)
+                plan = plan_segment(task, k, inputs.portrait_latent, previous, n)
+                first = start - (n if plan.context is not None else 0)
 
-            def bank(plan=plan):
-                if plan.reference is None:
-                    return None
-                return self.model.encode_reference(plan.reference.to(self.dtype), id_tokens,
-                                                   None if plan.log_weights is None else plan.log_weights.to(device))
+                def bank(plan=plan):
+                    if plan.reference is None:
+                        return None
+                    return self.model.encode_reference(plan.reference.to(self.dtype), id_tokens,
+                                                       None if plan.log_weights is None else plan.log_weights.to(device))
 
-            conditions = segment_conditions(self.model, id_tokens, first, start + N, features, cameras,
-                                            cfg.audio_radius, bank=bank() if sampler.cache_reference else None)
-            noise = torch.randn(latent_shape, generator=generator).to(device)
-            latents = denoise_segment(
-                self.model, self.scheduler, noise, conditions, unconditional_id, plan.context, steps, guidance,
-                scales, batch_cfg=sampler.batch_cfg,
-                rebuild_bank=None if sampler.cache_reference or plan.reference is None else bank,
-                on_step=lambda i, total: progress.update(1),
-            )
-            previous = latents  # its last n clean latents seed the next segment (paper §3.2)
-            yield Segment(
-                index=k, num_segments=count, start_frame=start, frames=self._decode(latents[:, :, :valid]),
-                audio=inputs.audio_slice(start, valid), sample_rate=self.sample_rate, fps=self.fps,
-            )
+                conditions = segment_conditions(self.model, id_tokens, first, start + N, features, cameras,
+                                                cfg.audio_radius, bank=bank() if sampler.cache_reference else None)
+                noise = torch.randn(latent_shape, generator=generator).to(device)
+                latents = denoise_segment(
+                    self.model, self.scheduler, noise, conditions, unconditional_id, plan.context, steps, guidance,
+                    scales, batch_cfg=sampler.batch_cfg,
+                    rebuild_bank=None if sampler.cache_reference or plan.reference is None else bank,
+                    on_step=lambda i, total: progress.update(1),
+                )
+                previous = latents  # its last n clean latents seed the next segment (paper §3.2)
+                yield Segment(
+                    index=k, num_segments=count, start_frame=start, frames=self._decode(latents[:, :, :valid]),
+                    audio=inputs.audio_slice(start, valid), sample_rate=self.sample_rate, fps=self.fps,
+                )
 
     def _latent_hw(self):
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
