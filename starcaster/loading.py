@@ -20,7 +20,7 @@ from .conditioning.audio import MelAudioEncoder, Wav2Vec2AudioEncoder
 from .conditioning.identity import Arc2FaceEncoder, ArcFaceEmbedder, TinyFaceEncoder, build_tiny_tokenizer
 from .models import STARCasterConfig, STARCasterModel
 from .models.unet import quiet_empty_float32_warning
-from .pipeline import STARCasterPipeline
+from .pipeline import STARCasterPipeline, vae_scale_factor
 from .presets import PIPELINE_CONFIG_NAME, PipelineConfig, folder_settings, resolve
 
 # Stable Diffusion 1.5's noise schedule with DPM-Solver++ (Supp. B: 25 steps).
@@ -176,7 +176,7 @@ def _native_resolution(unet2d: UNet2DConditionModel, vae: AutoencoderKL, default
     size = unet2d.config.sample_size
     if not isinstance(size, int):
         return default
-    return size * 2 ** (len(vae.config.block_out_channels) - 1)
+    return size * vae_scale_factor(vae)
 
 
 def _required(config: PipelineConfig) -> list[str]:

@@ -34,6 +34,11 @@ from .models import StreamScales
 from .pipeline_inputs import PreparedInputs, prepare_inputs
 
 
+def vae_scale_factor(vae) -> int:
+    """How many pixels one latent covers along a side (SD's VAE: 8): one halving per encoder block but the last."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 @dataclass
 class Segment:
     """One finished segment, yielded as soon as it is decoded."""
@@ -233,7 +238,7 @@ class STARCasterPipeline(DiffusionPipeline):
                 )
 
     def _latent_hw(self):
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        factor = vae_scale_factor(self.vae)
         return self.resolution // factor, self.resolution // factor
 
     def encode_image(self, image: np.ndarray) -> torch.Tensor:

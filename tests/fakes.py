@@ -76,3 +76,27 @@ def write_fake_arcface(path, seed=0):
     model.ir_version = 8
     onnx.save(model, str(path))
     return weight
+
+
+def tiny_starcaster(seed=0, lora_rank=4):
+    """A small STARCasterModel (8x8 latents, cross-attention width 32) with seeded weights."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from starcaster.models import STARCasterConfig, STARCasterModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        unet2d = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, norm_num_groups=8, attention_head_dim=4,
+        )
+        config = STARCasterConfig(feature_dim=16, audio_window=3, audio_tokens=2, audio_hidden_dim=32,
+                                  camera_tokens=2, camera_hidden_dim=16, lora_rank=lora_rank)
+        model = STARCasterModel.from_unet2d(unet2d, config).eval()
+        # Move every addition off its identity start, as training would, so that each stream matters.
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.data.normal_(0, 0.05)
+    return model

@@ -43,9 +43,6 @@ class ReferenceBank:
     def __len__(self) -> int:
         return len(self.features)
 
-    def __contains__(self, layer_name: str) -> bool:
-        return layer_name in self.features
-
     def __repr__(self) -> str:
         return f"ReferenceBank(batch_size={self.batch_size}, num_references={self.num_references}, layers={len(self)})"
 
@@ -98,11 +95,6 @@ class ReferenceBank:
         if tiles > 1:
             tensor = tensor.repeat(tiles, 1, 1)
         return tensor.repeat_interleave(num_frames, dim=0)
-
-    def to(self, *args, **kwargs) -> "ReferenceBank":
-        bank = ReferenceBank(self.batch_size, self.num_references, self.log_weights)
-        bank.features = {name: f.to(*args, **kwargs) for name, f in self.features.items()}
-        return bank
 
 
 class ReferenceWriterAttnProcessor:
