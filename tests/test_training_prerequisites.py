@@ -118,3 +118,15 @@ def test_run_config_exports_into_the_pipeline_folder(tmp_path):
                         sample_size=32), train_clips=2, eval_clips=1, frames_per_clip=1, crop=16))
     run_config(config, tmp_path, progress=False)
     assert (tmp_path / "vae" / "config.json").is_file() and (tmp_path / "train" / "vae" / "done.json").is_file()
+
+
+def test_lip_reader_learns_visemes_on_a_fixed_batch(tmp_path):
+    config = TrainConfig(task="lip_reader", steps=15, batch_size=2, lr=3e-3, save_every=15, log_every=5,
+                         task_args=dict(clips=2, eval_clips=1, num_frames=8, channels=(8, 8, 8), feature_dim=16))
+    task = build_task(config, tmp_path, tmp_path / "cache")
+    losses, report = losses_on_a_fixed_batch(task, config, tmp_path)
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    assert 0.0 <= report["viseme_accuracy"] <= 1.0 and report["chance"] > 0
+    from starcaster.training.lip_reading import LipReader
+
+    assert LipReader.from_pretrained(tmp_path / "lip_reader").config.feature_dim == 16

@@ -12,6 +12,8 @@ TASKS = {
     "vae": ("vae", "VAETask"),
     "face_encoder": ("face_encoder", "FaceEncoderTask"),
     "arc2face": ("arc2face", "Arc2FaceTask"),
+    "lip_reader": ("lip_reading", "LipReaderTask"),
+    "stage": ("stages", "StageTask"),
 }
 
 

@@ -1,0 +1,87 @@
+"""Clips rendered once and cached for the video stages and the lip reader.
+
+A stage step on two cores costs about a second; rendering a clip and encoding it with the VAE would cost nearly as
+much again, every step. So a pool of clips is rendered once, with everything a stage needs precomputed by the very
+functions inference uses: VAE latents (`encode_frames`), whole-clip audio features (`clip_audio_features`), the face
+encoder's embedding of the reference portrait, and the reference latent. Frames themselves are kept (uint8) for the
+lip loss's ground truth and for the lip reader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..conditioning.audio import clip_audio_features
+from ..image_io import to_model_range
+from ..synthetic.dataset import SyntheticTalkingHeads
+
+
+@dataclass
+class ClipPool:
+    frames: torch.Tensor  # uint8 (K, F, H, W, 3)
+    mouth_xy: torch.Tensor  # float32 (K, F, 2)
+    visemes: torch.Tensor  # int64 (K, F)
+    cameras: torch.Tensor  # float32 (K, F, 25)
+    latents: torch.Tensor | None = None  # float32 (K, C, F, h, w), scaled
+    audio_features: torch.Tensor | None = None  # (K, F, D)
+    identity: torch.Tensor | None = None  # float32 (K, E) face-encoder embedding of the reference portrait
+    reference_latent: torch.Tensor | None = None  # float32 (K, C, 1, h, w)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def take(self, index: torch.Tensor) -> dict:
+        return {f.name: getattr(self, f.name)[index] for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@torch.no_grad()
+def encode_frames(vae, frames: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> scaled latents (C, F, h, w), the posterior mode (as `STARCasterPipeline.encode_image`)."""
+    out = []
+    for i in range(0, len(frames), chunk):
+        x = to_model_range(frames[i:i + chunk].permute(0, 3, 1, 2)).to(vae.device, vae.dtype)
+        out.append(vae.encode(x).latent_dist.mode().float() * vae.config.scaling_factor)
+    return torch.cat(out).permute(1, 0, 2, 3)
+
+
+@torch.no_grad()
+def clip_pool(split: str, clips: int, num_frames: int, mode: str, size: int = 128, seed: int = 0,
+              cache_dir: str | Path | None = None, vae=None, face_encoder=None, audio_encoder=None,
+              name: str = "") -> ClipPool:
+    """``clips`` clips of ``num_frames`` frames; with the components given, their latents/features too."""
+    path = None
+    if cache_dir is not None:
+        parts = [split, mode, f"c{clips}x{num_frames}", f"p{size}", f"s{seed}", name]
+        path = Path(cache_dir) / ("clips-" + "-".join(p for p in parts if p) + ".pt")
+        if path.is_file():
+            return ClipPool(**torch.load(path, weights_only=True))  # our own cache: tensors only
+    data = SyntheticTalkingHeads(split, num_frames=num_frames, size=size, mode=mode, seed=seed, length=clips)
+    rows = {f.name: [] for f in fields(ClipPool)}
+    for i in range(clips):
+        clip = data.clip(i)
+        frames = torch.from_numpy(clip.frames)
+        rows["frames"].append(frames)
+        rows["mouth_xy"].append(torch.from_numpy(clip.mouth_xy))
+        rows["visemes"].append(torch.from_numpy(clip.visemes))
+        rows["cameras"].append(torch.from_numpy(clip.cameras))
+        if vae is not None:
+            rows["latents"].append(encode_frames(vae, frames))
+            rows["reference_latent"].append(encode_frames(vae, torch.from_numpy(clip.reference)[None]))
+        if audio_encoder is not None:
+            rows["audio_features"].append(clip_audio_features(audio_encoder, clip.audio, num_frames, clip.fps))
+        if face_encoder is not None:
+            ref = to_model_range(torch.from_numpy(clip.reference).permute(2, 0, 1)[None]).to(face_encoder.device)
+            rows["identity"].append(face_encoder(ref)[0].float().cpu())
+    pool = ClipPool(**{k: torch.stack(v) for k, v in rows.items() if v})
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({f.name: getattr(pool, f.name) for f in fields(pool)}, path)
+    return pool
+
+
+def sample_index(rng: np.random.Generator, pool: ClipPool, batch_size: int) -> torch.Tensor:
+    return torch.from_numpy(rng.integers(len(pool), size=batch_size))

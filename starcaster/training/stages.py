@@ -1,0 +1,226 @@
+"""The paper's three training stages (§3.4, Supp. B) on the tiny world, with the sampler's own parts.
+
+* Stage 1, audio-driven motion: ID + audio streams, no reference; temporal blocks + audio K/V and projection train.
+  Diffusion loss, plus the lip-reading loss (weight 1) from ``lip_loss_from`` on.
+* Stage 2, autoregressive self-forcing: reference bank + context frames on, LoRA trains too. A training sequence is
+  ``window`` segments; only the first takes its context from ground truth, each later one the last n clean latents
+  of the model's OWN rollout of the previous segment (`autoregression.denoise_segment`, the sampler's function).
+  ``teacher_forcing`` gives every segment ground-truth context instead (the ablation).
+* Stage 3, temporal-to-spatial: camera stream replaces audio, on orbit clips of still heads, autoregressive as 2.
+
+Every stage drops conditions for CFG through `autoregression.drop_streams`, the function the sampler uses for the
+unconditional row, and reads audio features made by `clip_audio_features`, the function inference uses. With
+``first_segment_probability`` a sequence starts as inference does: the reference portrait as context (seen from the
+input camera), the portrait banked once with its log-count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers.training_utils import compute_snr
+from torch import nn
+
+from ..autoregression import (
+    bank_references,
+    denoise_segment,
+    drop_streams,
+    model_output,
+    predict_x0,
+    random_drop,
+    segment_conditions,
+)
+from ..conditioning.audio import MelAudioEncoder
+from ..conditioning.identity import Arc2FaceEncoder, TinyFaceEncoder
+from ..loading import SCHEDULER_CONFIG, _starcaster_config
+from ..models import STAGE_GROUPS, STARCasterModel
+from ..presets import PIPELINE_CONFIG_NAME, TINY
+from .arc2face import _load, scheduler_config
+from .clip_pool import clip_pool, sample_index
+from .lip_reading import LipReader, lip_features, lip_loss
+from .trainer import step_rng
+
+MODES = {1: "talk", 2: "talk", 3: "orbit"}
+
+
+class StageModule(nn.Module):
+    """What one stage step runs: the video model (trainable groups) and the frozen helpers it reads through."""
+
+    def __init__(self, model: STARCasterModel, id_encoder: Arc2FaceEncoder, vae: AutoencoderKL,
+                 lip_reader: LipReader | None):
+        super().__init__()
+        self.model, self.id_encoder, self.vae, self.lip_reader = model, id_encoder, vae, lip_reader
+        for frozen in (id_encoder, vae, lip_reader):
+            if frozen is not None:
+                frozen.requires_grad_(False).eval()
+
+    def forward(self, task: "StageTask", batch: dict, generator: torch.Generator):
+        return task.compute_loss(self, batch, generator)
+
+
+class StageTask:
+    def __init__(self, config, pipeline_folder: Path, cache_dir: Path, stage: int = 1, clips: int = 800,
+                 eval_clips: int = 8, window: int = 2, teacher_forcing: bool = False, rollout_steps: int = 4,
+                 rollout_guidance: float = 1.0, first_segment_probability: float = 0.25,
+                 dropout: float = 0.1, snr_gamma: float = 5.0, lip_loss_from: int | None = None,
+                 lip_loss_weight: float = 1.0, lip_frames: int = 8):
+        if stage not in STAGE_GROUPS:
+            raise ValueError(f"stage must be one of {sorted(STAGE_GROUPS)}, got {stage}")
+        self.config, self.folder, self.stage = config, Path(pipeline_folder), stage
+        self.window, self.teacher_forcing = window if stage > 1 else 1, teacher_forcing
+        self.rollout_steps, self.rollout_guidance = rollout_steps, rollout_guidance
+        self.first_probability = first_segment_probability if stage > 1 else 0.0
+        self.dropout, self.snr_gamma = dropout, snr_gamma
+        self.lip_from = lip_loss_from if stage == 1 else None
+        self.lip_weight, self.lip_frames = lip_loss_weight, lip_frames
+        self.N, self.n = TINY.segment_frames, TINY.context_frames
+        self.noise = DDPMScheduler(**scheduler_config())
+        self.audio_encoder = MelAudioEncoder(sample_rate=TINY.sample_rate)
+        self.vae = _load(AutoencoderKL, self.folder / "vae", "the VAE step")
+        self.face_encoder = _load(TinyFaceEncoder, self.folder / "face_encoder", "the face_encoder step")
+        self.lip_reader = (_load(LipReader, self.folder / "lip_reader", "the lip_reader step")
+                           if self.lip_from is not None else None)
+        frames = self.N if stage == 1 else self.n + self.window * self.N
+        pools = dict(num_frames=frames, mode=MODES[stage], size=TINY.resolution, cache_dir=cache_dir, vae=self.vae,
+                     face_encoder=self.face_encoder, audio_encoder=self.audio_encoder if stage < 3 else None,
+                     name="stage")
+        self.pool = clip_pool("train", clips, seed=config.seed, **pools)
+        self.eval_pool = clip_pool("eval", eval_clips, seed=0, **pools)
+        if self.lip_reader is not None:
+            self.pool.lip_truth = torch.cat([lip_features(self.lip_reader, self.pool.frames[i:i + 16],
+                                                          self.pool.mouth_xy[i:i + 16])
+                                             for i in range(0, len(self.pool), 16)])
+
+    # -- what is trained --------------------------------------------------------------------------------------------
+    def trainable(self) -> nn.Module:
+        unet2d = _load(UNet2DConditionModel, self.folder / "unet", "the arc2face step")
+        model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(TINY, self.audio_encoder))
+        if (self.folder / "starcaster").is_dir():  # the previous stage's additions (stage 1 has none to load)
+            model.load_adapters(self.folder / "starcaster")
+        id_encoder = Arc2FaceEncoder.from_pretrained(self.folder)
+        return StageModule(model, id_encoder, self.vae, self.lip_reader)
+
+    def parameter_groups(self, module):
+        return module.model.parameter_groups(STAGE_GROUPS[self.stage])
+
+    def batch(self, step, micro, device):
+        rng = step_rng(self.config.seed, step, micro)
+        index = sample_index(rng, self.pool, self.config.batch_size)
+        batch = {k: v.to(device) for k, v in self.pool.take(index).items() if k != "frames"}
+        if self.lip_reader is not None:
+            batch["lip_truth"] = self.pool.lip_truth[index].to(device)
+            batch["lip_start"] = int(rng.integers(0, self.N - self.lip_frames + 1))
+        batch["first_segment"] = bool(rng.random() < self.first_probability)
+        batch["step"] = step
+        return batch
+
+    def loss(self, module, batch, generator):
+        return module(self, batch, generator)
+
+    # -- the losses ----------------------------------------------------------------------------------------------
+    def _conditions(self, module, batch, first, end, id_tokens, bank=None):
+        audio = batch.get("audio_features") if self.stage < 3 else None
+        cameras = batch["cameras"] if self.stage == 3 else None
+        return segment_conditions(module.model, id_tokens, first, end, audio, cameras, TINY.audio_radius, bank)
+
+    def _bank(self, module, batch, context, id_tokens):
+        if self.stage == 1:
+            return None  # stage 1: no reference network (paper §3.4)
+        frames = [batch["reference_latent"]] + list(context.split(1, dim=2))
+        reference, weights = bank_references(frames)
+        with torch.no_grad():  # the reference UNet is frozen: its features need no gradient
+            return module.model.encode_reference(reference, id_tokens,
+                                                 None if weights is None else weights.to(reference.device))
+
+    def compute_loss(self, module, batch, generator, training: bool = True):
+        """The stage's loss on one batch; ``training=False`` (validation) drops no condition and skips the lip loss."""
+        latents = batch["latents"]
+        B, N, n = len(latents), self.N, self.n
+        id_tokens = module.id_encoder(batch["identity"])
+        null = module.id_encoder.unconditional(1)
+
+        if self.stage == 1:  # one segment, no context, no reference
+            context, start, first = None, 0, 0
+        elif batch["first_segment"]:  # as inference begins: the portrait is the context, before frame 0
+            context, start, first = batch["reference_latent"].repeat(1, 1, n, 1, 1), 0, -n
+        else:
+            context, start = latents[:, :, :n], n  # only the first segment's context is ground truth
+            # Roll out all segments but the last. Gradients are truncated here: the rollout runs without grad and
+            # only its last n clean latents (detached) reach the trained segment, as Self-Forcing detaches its
+            # context and Resampling Forcing makes its history without grad; only the last segment is in the loss.
+            for _ in range(self.window - 1):
+                if self.teacher_forcing:
+                    context = latents[:, :, start + N - n:start + N]  # the ablation: ground-truth context
+                else:
+                    with torch.no_grad():
+                        cond = self._conditions(module, batch, start - n, start + N, id_tokens,
+                                                self._bank(module, batch, context, id_tokens))
+                        noise = torch.randn(latents[:, :, start:start + N].shape, generator=generator,
+                                            device=generator.device).to(latents)
+                        rolled = denoise_segment(module.model, self.rollout_scheduler(), noise, cond, null, context,
+                                                 self.rollout_steps, self.rollout_guidance)
+                    context = rolled[:, :, -n:].detach()
+                start += N
+            first = start - n
+        target = latents[:, :, start:start + N]
+        bank = None if context is None else self._bank(module, batch, context, id_tokens)
+        cond = self._conditions(module, batch, first, start + N, id_tokens, bank)
+        if training:
+            probabilities = {"identity": self.dropout, "audio": self.dropout if self.stage < 3 else 0.0}
+            cond = drop_streams(cond, null, random_drop(B, probabilities, generator))
+
+        noise = torch.randn(target.shape, generator=generator, device=generator.device).to(target)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (B,), generator=generator,
+                          device=generator.device).to(target.device)
+        noisy = self.noise.add_noise(target, noise, t)
+        x = noisy if context is None else torch.cat([context, noisy], dim=2)
+        pred = model_output(module.model, x, t, cond)[:, :, -N:].float()
+        per_sample = F.mse_loss(pred, noise.float(), reduction="none").mean(dim=(1, 2, 3, 4))
+        snr = compute_snr(self.noise, t)
+        diffusion = (per_sample * torch.clamp(snr, max=self.snr_gamma) / snr).mean()  # min-SNR, per sample
+        logs, loss = {"diffusion": diffusion.detach()}, diffusion
+        if training and self.lip_from is not None and batch["step"] >= self.lip_from:
+            lips = self._lip_loss(module, batch, pred, noisy, t, start)
+            loss = loss + self.lip_weight * lips
+            logs["lip"] = lips.detach()
+        return loss, logs
+
+    def _lip_loss(self, module, batch, pred, noisy, t, first_frame):
+        """Lip-reading loss on ``lip_frames`` consecutive frames of the predicted clean segment, decoded with grad."""
+        a = batch["lip_start"]
+        b = a + self.lip_frames
+        x0 = predict_x0(self.noise, pred, noisy.float(), t)[:, :, a:b]
+        B, C, L, h, w = x0.shape
+        flat = x0.permute(0, 2, 1, 3, 4).reshape(B * L, C, h, w) / module.vae.config.scaling_factor
+        frames = module.vae.decode(flat.to(module.vae.dtype)).sample.float()
+        frames = frames.reshape(B, L, *frames.shape[1:])
+        span = slice(first_frame + a, first_frame + b)
+        return lip_loss(module.lip_reader, frames, batch["lip_truth"][:, span], batch["mouth_xy"][:, span])
+
+    def rollout_scheduler(self):
+        return DPMSolverMultistepScheduler(**SCHEDULER_CONFIG)
+
+    # -- held-out numbers and export ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, module, step, folder) -> dict:
+        """Held-out diffusion loss at fixed noise and timesteps (comparable from one validation to the next)."""
+        losses = []
+        for i in range(len(self.eval_pool)):
+            batch = {k: v.to(module.model.device) for k, v in self.eval_pool.take(torch.tensor([i])).items()
+                     if k != "frames"}
+            batch.update(first_segment=False, step=-1)
+            generator = torch.Generator(module.model.device).manual_seed(i)
+            losses.append(float(self.compute_loss(module, batch, generator, training=False)[0]))
+        return {"heldout_diffusion": sum(losses) / len(losses)}
+
+    def export(self, module, folder: Path) -> dict:
+        """The stage's additions into FOLDER/starcaster, and the files that make FOLDER a loadable pipeline."""
+        folder = Path(folder)
+        groups = set().union(*(STAGE_GROUPS[s] for s in range(1, self.stage + 1)))
+        module.model.save_adapters(folder / "starcaster", groups=sorted(groups))
+        DPMSolverMultistepScheduler(**SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
+        (folder / PIPELINE_CONFIG_NAME).write_text(TINY.to_json())
+        return {"groups": sorted(groups)}

@@ -1,0 +1,171 @@
+"""The three stages on small stand-in components saved in the real formats: losses fall, only the stage's groups
+move, self-forcing feeds the model its own rollout, the lip loss, and an exported stage loads as a pipeline."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from starcaster import load_pipeline
+from starcaster.conditioning.identity import TinyFaceEncoder
+from starcaster.models.unet import adapter_group
+from starcaster.training import TrainConfig, train
+from starcaster.training.arc2face import build_id_encoder
+from starcaster.training.lip_reading import LipReader, lip_features, lip_loss
+from starcaster.training.tasks import build_task
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """What the recipe's prerequisite steps export, at toy sizes (128 px frames, 16x16 latents as the preset)."""
+    root = tmp_path_factory.mktemp("pipeline")
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
+                  latent_channels=4).save_pretrained(root / "vae")
+    TinyFaceEncoder(embedding_dim=16, block_out_channels=(8, 16), input_size=32,
+                    norm_num_groups=4).save_pretrained(root / "face_encoder")
+    UNet2DConditionModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), attention_head_dim=4,
+                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                         cross_attention_dim=32).save_pretrained(root / "unet")
+    encoder = build_id_encoder(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                    max_position_embeddings=77))
+    encoder.text_encoder.save_pretrained(root / "text_encoder")
+    encoder.tokenizer.save_pretrained(root / "tokenizer")
+    LipReader(channels=(8, 8, 8), feature_dim=16).save_pretrained(root / "lip_reader")
+    return root
+
+
+def stage_config(stage, **task_args):
+    args = dict(stage=stage, clips=2, eval_clips=1, rollout_steps=1) | task_args
+    return TrainConfig(task="stage", name=f"stage{stage}", steps=12, batch_size=1, lr=1e-2, save_every=12,
+                       log_every=1, lr_schedule="constant", task_args=args)
+
+
+def fixed_batch_run(task, config, folder, name):
+    """Trains on one batch with one noise draw, so the loss can only fall by learning."""
+    fixed = task.batch(0, 0, "cpu")
+    task.batch = lambda step, micro, device: fixed
+    losses, real = [], task.loss
+
+    def loss(module, batch, generator):
+        value, logs = real(module, batch, torch.Generator().manual_seed(0))
+        losses.append(float(value.detach()))
+        return value, logs
+
+    task.loss = loss
+    before, modules = {}, []
+
+    def trainable():
+        module = type(task).trainable(task)
+        before.update({n: p.detach().clone() for n, p in module.named_parameters()})
+        modules.append(module)
+        return module
+
+    task.trainable = trainable
+    train(task, config, folder / "train" / name, export_to=folder, progress=False)
+    moved = {n for n, p in modules[0].named_parameters() if not torch.equal(p.detach(), before[n])}
+    return losses, moved
+
+
+def groups_of(names):
+    """Which additions the names belong to ("base" for anything that is not an addition of the video model)."""
+    return {adapter_group(n.removeprefix("model.")) if n.startswith("model.") else "base" for n in names}
+
+
+def test_stage_1_learns_with_the_lip_loss_and_moves_only_its_groups(folder):
+    config = stage_config(1, lip_loss_from=0, lip_frames=6)
+    task = build_task(config, folder, folder / "cache")
+    losses, moved = fixed_batch_run(task, config, folder, "stage1")
+    assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3])  # fixed batch and noise: only learning lowers it
+    # Only stage 1's groups move: not the 2D UNet, the reference UNet, the ID encoder, the VAE or the lip reader.
+    assert groups_of(moved) == {"motion", "audio"}
+
+
+def test_stage_2_self_forcing_feeds_its_own_rollout(folder, monkeypatch):
+    import starcaster.training.stages as stages
+
+    config = stage_config(2, first_segment_probability=0.0)
+    task = build_task(config, folder, folder / "cache")
+    module = task.trainable()
+    batch = task.batch(0, 0, "cpu")
+    rolled, contexts = [], []
+    real_denoise, real_output = stages.denoise_segment, stages.model_output
+    monkeypatch.setattr(stages, "denoise_segment", lambda *a, **k: rolled.append(real_denoise(*a, **k)) or rolled[-1])
+    monkeypatch.setattr(stages, "model_output", lambda model, x, *a, **k: contexts.append(x[:, :, :2].clone())
+                        or real_output(model, x, *a, **k))
+    task.loss(module, batch, torch.Generator().manual_seed(0))
+    truth = batch["latents"]
+    assert len(rolled) == 1  # window 2: one rollout, then the trained segment
+    trained_context = contexts[-1]
+    torch.testing.assert_close(trained_context, rolled[0][:, :, -2:])
+    assert not torch.allclose(trained_context, truth[:, :, 16:18], atol=1e-3)
+
+    task.teacher_forcing = True  # the ablation: ground truth every segment, no rollout
+    rolled.clear(), contexts.clear()
+    task.loss(module, batch, torch.Generator().manual_seed(0))
+    assert not rolled and torch.equal(contexts[-1], truth[:, :, 16:18])
+
+
+def test_stage_2_first_segment_starts_as_inference_does(folder, monkeypatch):
+    import starcaster.training.stages as stages
+
+    task = build_task(stage_config(2, first_segment_probability=1.0), folder, folder / "cache")
+    module = task.trainable()
+    batch = task.batch(0, 0, "cpu")
+    assert batch["first_segment"]
+    seen = []
+    real_encode = module.model.encode_reference
+    monkeypatch.setattr(module.model, "encode_reference", lambda ref, ids, w=None: seen.append((ref, w))
+                        or real_encode(ref, ids, w))
+    monkeypatch.setattr(stages, "denoise_segment", lambda *a, **k: pytest.fail("no rollout for a first segment"))
+    task.loss(module, batch, torch.Generator().manual_seed(0))
+    reference, weights = seen[-1]
+    assert reference.shape[2] == 1 and torch.allclose(weights, torch.tensor([3.0]).log())  # the portrait, once
+
+
+def test_stage_3_exports_a_pipeline_that_runs_orbits(folder):
+    expected = {2: {"motion", "audio", "lora"}, 3: {"motion", "camera", "lora"}}
+    for stage in (2, 3):  # stage 3 starts from stage 2's additions, as in the recipe
+        config = stage_config(stage, first_segment_probability=0.5)
+        config.steps = 2
+        task = build_task(config, folder, folder / "cache")
+        assert task.pool.audio_features is None if stage == 3 else task.pool.audio_features is not None
+        _, moved = fixed_batch_run(task, config, folder, f"stage{stage}")
+        assert groups_of(moved) == expected[stage]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = load_pipeline(folder)
+    assert pipe.trained and all(reason is None for reason in pipe.capabilities.values())
+    from starcaster import CameraPath
+
+    video = pipe.generate(task="orbit", image=np.full((128, 128, 3), 120, np.uint8), already_aligned=True,
+                          camera=CameraPath.preset("orbit", 4), steps=1)
+    assert video.frames.shape == (4, 128, 128, 3)
+
+
+def test_lip_loss_is_zero_for_identical_clips_and_has_a_gradient():
+    torch.manual_seed(0)
+    reader = LipReader(channels=(8, 8, 8), feature_dim=16).eval()
+    frames = torch.randint(0, 255, (1, 6, 64, 64, 3), dtype=torch.uint8)
+    mouth = torch.full((1, 6, 2), 32.0)
+    truth = lip_features(reader, frames, mouth)
+    same = (frames.permute(0, 1, 4, 2, 3).float() / 127.5 - 1).requires_grad_(True)
+    assert float(lip_loss(reader, same, truth, mouth)) < 1e-10
+    other = (same.detach() + 0.3 * torch.randn_like(same)).requires_grad_(True)
+    loss = lip_loss(reader, other, truth, mouth)
+    loss.backward()
+    assert loss > 1e-4 and other.grad.abs().sum() > 0
+    # only the mouth region gets gradient: a pixel far from the crop does not affect the loss
+    assert other.grad[..., :4, :4].abs().sum() == 0
