@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import TrainConfig, recipe_configs
 from .tasks import build_task
-from .trainer import DONE_FILE, latest_state, train
+from .trainer import DONE_FILE, finished, latest_state, train
 
 
 def run_config(config: TrainConfig, out: str | Path, resume: bool = False, max_steps: int | None = None,
@@ -23,6 +23,8 @@ def run_config(config: TrainConfig, out: str | Path, resume: bool = False, max_s
     state = out / "train" / config.name
     if not resume and (latest_state(state) is not None or (state / DONE_FILE).is_file()):
         raise ValueError(f"{state} already holds training state: pass --resume to continue it, or pick a new --out.")
+    if resume and finished(state, config):  # before building the task: its data pools cost minutes
+        return json.loads((state / DONE_FILE).read_text())
     task = build_task(config, out, out / "cache")
     return train(task, config, state, resume=resume, export_to=out, progress=progress)
 

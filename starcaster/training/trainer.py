@@ -59,6 +59,12 @@ class Task(Protocol):
         """Write the trained component where the pipeline folder expects it; returns a report."""
 
 
+def finished(folder: Path, config: TrainConfig) -> bool:
+    """Whether ``folder`` holds a run of ``config`` that completed all its steps (and exported)."""
+    done = Path(folder) / DONE_FILE
+    return done.is_file() and json.loads(done.read_text()).get("steps") == config.steps
+
+
 def latest_state(folder: Path) -> Path | None:
     states = sorted((folder / STATE_DIR).glob("step-*"))
     return states[-1] if states else None
@@ -83,10 +89,8 @@ def train(task: Task, config: TrainConfig, folder: str | Path, resume: bool = Tr
     if config.threads:
         torch.set_num_threads(config.threads)
     done = folder / DONE_FILE
-    if resume and done.is_file() and json.loads(done.read_text()).get("steps") == config.steps:
-        report = json.loads(done.read_text())
-        if report.get("exported_to") == str(export_to):
-            return report  # finished before: nothing to do
+    if resume and finished(folder, config):
+        return json.loads(done.read_text())  # finished before: nothing to do
 
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum,
@@ -163,7 +167,7 @@ def train(task: Task, config: TrainConfig, folder: str | Path, resume: bool = Tr
     if accelerator.is_main_process:
         with _ema_weights(ema, trained):
             report |= task.export(accelerator.unwrap_model(module), export_to)
-        report |= {"steps": config.steps, "exported_to": str(export_to), "config": config.to_dict()}
+        report |= {"steps": config.steps, "config": config.to_dict()}
         done.write_text(json.dumps(report, indent=2) + "\n")
     accelerator.wait_for_everyone()
     accelerator.end_training()
