@@ -42,12 +42,22 @@ def main(argv=None):
     tr.add_argument("--resume", action="store_true", help="continue from the latest saved state")
     tr.add_argument("--max-steps", type=int, help="cap every step at N optimizer steps (smoke run)")
 
+    pre = sub.add_parser("preprocess", help="talking-face videos -> training clips for stages 1-2 (real data)")
+    pre.add_argument("videos", help="a folder of videos (mp4, mov, mkv, avi, webm)")
+    pre.add_argument("out", help="output folder (clips-*.pt shards + preprocess.json)")
+    pre.add_argument("--preset", default="sd15", help="the pipeline whose VAE, face embedder and audio encoder to use")
+    pre.add_argument("--clip-frames", type=int, help="frames per clip (default: n + 2N, a stage-2 window)")
+    pre.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    pre.add_argument("--seed", type=int, default=0)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
             _generate(args)
         elif args.command == "train":
             _train(args)
+        elif args.command == "preprocess":
+            _preprocess(args)
         else:
             _bench(args)
     except (ValueError, FileNotFoundError) as e:
@@ -143,3 +153,11 @@ def _train(args):
     else:
         report = run_recipe(args.recipe, args.out, resume=args.resume, max_steps=args.max_steps, only=args.only)
     print(json.dumps(report, indent=2, default=str))
+
+
+def _preprocess(args):
+    from .loading import load_pipeline
+    from .training.preprocess import preprocess
+
+    pipe = load_pipeline(args.preset, device=args.device)
+    print(json.dumps(preprocess(args.videos, args.out, pipe, clip_frames=args.clip_frames, seed=args.seed), indent=2))

@@ -130,3 +130,11 @@ def test_shipped_configs_parse_and_unknown_fields_are_refused():
         TrainConfig.from_dict({"task": "vae", "stepz": 3})
     with pytest.raises(ValueError, match="no recipe"):
         recipe_configs("huge")
+
+
+def test_sd15_recipe_holds_the_papers_values():
+    stage1, stage2, stage3 = recipe_configs("sd15")
+    assert all(c.lr == 1e-4 and c.batch_size == 2 and c.grad_accum == 4 for c in (stage1, stage2, stage3))
+    assert (stage1.steps, stage1.task_args["lip_loss_from"], stage1.task_args["lip_loss_weight"]) == (200_000, 100_000, 1.0)
+    assert (stage2.steps, stage2.task_args["window"]) == (6_000, 2) and stage3.steps == 10_000
+    assert [c.task_args["stage"] for c in (stage1, stage2, stage3)] == [1, 2, 3]

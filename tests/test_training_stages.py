@@ -44,6 +44,7 @@ def folder(tmp_path_factory):
     encoder.text_encoder.save_pretrained(root / "text_encoder")
     encoder.tokenizer.save_pretrained(root / "tokenizer")
     LipReader(channels=(8, 8, 8), feature_dim=16).save_pretrained(root / "lip_reader")
+    (root / "starcaster_pipeline.json").write_text('{"preset": "tiny"}')
     return root
 
 
@@ -169,3 +170,59 @@ def test_lip_loss_is_zero_for_identical_clips_and_has_a_gradient():
     assert loss > 1e-4 and other.grad.abs().sum() > 0
     # only the mouth region gets gradient: a pixel far from the crop does not affect the loss
     assert other.grad[..., :4, :4].abs().sum() == 0
+
+
+def test_preprocess_real_videos_and_train_on_them(folder, tmp_path):
+    """Seconds of 'real' video (synthetic renders in an mp4 with speech) through preprocess, then stage 1 on it."""
+    import shutil
+
+    from starcaster.audio_io import audio_slice, load_audio
+    from starcaster.conditioning.audio import clip_audio_features
+    from starcaster.face import ffhq_template
+    from starcaster.synthetic.dataset import make_clip
+    from starcaster.training.preprocess import load_preprocessed, preprocess
+    from starcaster.video import write_mp4
+
+    from starcaster.face import Face
+
+    class MarkedFaces:
+        """Stand-in detector: one face on the FFHQ template of a 256 px frame, none where the corner is black."""
+
+        def detect(self, image):
+            if image[:16, :16].mean() < 20:
+                return []
+            return [Face(np.array([0, 0, 256, 256]), ffhq_template(256), 1.0)]
+
+    clip = make_clip(1000007, 2, num_frames=40, size=256, mode="talk")
+    frames = clip.frames.copy()
+    frames[16:20, :16, :16] = 0  # frames 16-19 "have no face": runs 0-15 and 20-39
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_mp4(videos / "a.mp4", frames, 25.0, audio=clip.audio, sample_rate=clip.sample_rate)
+    shutil.copy(videos / "a.mp4", videos / "b.mp4")
+    (videos / "notes.txt").write_text("not a video")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = load_pipeline(folder)
+    summary = preprocess(videos, tmp_path / "clips", pipe, clip_frames=16, detector=MarkedFaces())
+    assert summary == {"videos": 2, "clips": 4, "frames_kept": 72, "frames_read": 80}
+    pool = load_preprocessed(tmp_path / "clips")
+    assert pool.latents.shape == (4, 4, 16, 16, 16) and pool.frames.shape == (4, 16, 128, 128, 3)
+    assert torch.allclose(pool.identity.norm(dim=-1), torch.ones(4), atol=1e-4)
+    # Audio features: the inference function of each clip's own stretch of the video's audio (clip 1: frames 20-35).
+    samples = load_audio(videos / "a.mp4", sample_rate=pipe.sample_rate)
+    for index, start in ((0, 0), (1, 20)):
+        audio = audio_slice(samples, pipe.sample_rate, 25.0, start, 16)
+        torch.testing.assert_close(pool.audio_features[index], clip_audio_features(pipe.audio_encoder, audio, 16, 25.0))
+    # The mouth is carried into the aligned crop: the template's mouth, since the landmarks are the template's.
+    template_mouth = torch.from_numpy(ffhq_template(128)[3:5].mean(0)).float()
+    torch.testing.assert_close(pool.mouth_xy, template_mouth.expand_as(pool.mouth_xy), atol=1e-3, rtol=0)
+
+    config = TrainConfig(task="stage", name="real", steps=1, batch_size=1, save_every=1,
+                         task_args=dict(stage=1, data=str(tmp_path / "clips"), eval_clips=1))
+    task = build_task(config, folder, folder / "cache")
+    assert len(task.pool) == 3 and torch.equal(task.eval_pool.latents, pool.latents[-1:])
+    report = train(task, config, tmp_path / "train", export_to=tmp_path / "out", progress=False)
+    assert np.isfinite(report["heldout_diffusion"])
+    with pytest.raises(ValueError, match="real videos"):
+        build_task(TrainConfig(task="stage", task_args=dict(stage=1, preset="sd15")), folder, folder / "cache")

@@ -34,6 +34,21 @@ class ClipPool:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def slice(self, clips: slice, frames: int) -> "ClipPool":
+        """Clips ``clips``, each cut to its first ``frames`` frames."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                out[f.name] = None
+            elif f.name == "latents":
+                out[f.name] = value[clips, :, :frames]
+            elif f.name in ("identity", "reference_latent"):
+                out[f.name] = value[clips]
+            else:
+                out[f.name] = value[clips, :frames]
+        return ClipPool(**out)
+
     def take(self, index: torch.Tensor) -> dict:
         return {f.name: getattr(self, f.name)[index] for f in fields(self) if getattr(self, f.name) is not None}
 

@@ -37,10 +37,11 @@ from ..conditioning.audio import MelAudioEncoder
 from ..conditioning.identity import Arc2FaceEncoder, TinyFaceEncoder
 from ..loading import SCHEDULER_CONFIG, _starcaster_config
 from ..models import STAGE_GROUPS, STARCasterModel
-from ..presets import PIPELINE_CONFIG_NAME, TINY
+from ..presets import PIPELINE_CONFIG_NAME, PRESETS
 from .arc2face import _load, scheduler_config
 from .clip_pool import clip_pool, sample_index
 from .lip_reading import LipReader, lip_features, lip_loss
+from .preprocess import load_preprocessed
 from .trainer import step_rng
 
 MODES = {1: "talk", 2: "talk", 3: "orbit"}
@@ -66,7 +67,7 @@ class StageTask:
                  eval_clips: int = 8, window: int = 2, teacher_forcing: bool = False, rollout_steps: int = 4,
                  rollout_guidance: float = 1.0, first_segment_probability: float = 0.25,
                  dropout: float = 0.1, snr_gamma: float = 5.0, lip_loss_from: int | None = None,
-                 lip_loss_weight: float = 1.0, lip_frames: int = 8):
+                 lip_loss_weight: float = 1.0, lip_frames: int = 8, preset: str = "tiny", data: str | None = None):
         if stage not in STAGE_GROUPS:
             raise ValueError(f"stage must be one of {sorted(STAGE_GROUPS)}, got {stage}")
         self.config, self.folder, self.stage = config, Path(pipeline_folder), stage
@@ -76,19 +77,32 @@ class StageTask:
         self.dropout, self.snr_gamma = dropout, snr_gamma
         self.lip_from = lip_loss_from if stage == 1 else None
         self.lip_weight, self.lip_frames = lip_loss_weight, lip_frames
-        self.N, self.n = TINY.segment_frames, TINY.context_frames
+        self.settings = PRESETS[preset]  # the folder being trained carries no settings until a stage exports them
+        self.N, self.n = self.settings.segment_frames, self.settings.context_frames
         self.noise = DDPMScheduler(**scheduler_config())
-        self.audio_encoder = MelAudioEncoder(sample_rate=TINY.sample_rate)
         self.vae = _load(AutoencoderKL, self.folder / "vae", "the VAE step")
-        self.face_encoder = _load(TinyFaceEncoder, self.folder / "face_encoder", "the face_encoder step")
         self.lip_reader = (_load(LipReader, self.folder / "lip_reader", "the lip_reader step")
                            if self.lip_from is not None else None)
         frames = self.N if stage == 1 else self.n + self.window * self.N
-        pools = dict(num_frames=frames, mode=MODES[stage], size=TINY.resolution, cache_dir=cache_dir, vae=self.vae,
-                     face_encoder=self.face_encoder, audio_encoder=self.audio_encoder if stage < 3 else None,
-                     name="stage")
-        self.pool = clip_pool("train", clips, seed=config.seed, **pools)
-        self.eval_pool = clip_pool("eval", eval_clips, seed=0, **pools)
+        if data is not None:  # real videos, made by `python -m starcaster preprocess` (the last clips held out)
+            clips_on_disk = load_preprocessed(data)
+            if clips_on_disk.latents.shape[2] < frames or len(clips_on_disk) <= eval_clips:
+                raise ValueError(f"{data} holds {len(clips_on_disk)} clips of {clips_on_disk.latents.shape[2]} "
+                                 f"frames; stage {stage} needs more than {eval_clips} clips of {frames}.")
+            self.pool = clips_on_disk.slice(slice(0, len(clips_on_disk) - eval_clips), frames)
+            self.eval_pool = clips_on_disk.slice(slice(len(clips_on_disk) - eval_clips, None), frames)
+        elif preset != "tiny":
+            raise ValueError(f"the {preset} preset trains on real videos: give task_args.data (a preprocess output).")
+        else:  # the synthetic world
+            audio_encoder = MelAudioEncoder(sample_rate=self.settings.sample_rate)
+            face_encoder = _load(TinyFaceEncoder, self.folder / "face_encoder", "the face_encoder step")
+            pools = dict(num_frames=frames, mode=MODES[stage], size=self.settings.resolution, cache_dir=cache_dir,
+                         vae=self.vae, face_encoder=face_encoder, audio_encoder=audio_encoder if stage < 3 else None,
+                         name="stage")
+            self.pool = clip_pool("train", clips, seed=config.seed, **pools)
+            self.eval_pool = clip_pool("eval", eval_clips, seed=0, **pools)
+        if stage == 3:
+            self.pool.audio_features = self.eval_pool.audio_features = None  # stage 3: camera replaces audio
         if self.lip_reader is not None:
             self.pool.lip_truth = torch.cat([lip_features(self.lip_reader, self.pool.frames[i:i + 16],
                                                           self.pool.mouth_xy[i:i + 16])
@@ -97,11 +111,21 @@ class StageTask:
     # -- what is trained --------------------------------------------------------------------------------------------
     def trainable(self) -> nn.Module:
         unet2d = _load(UNet2DConditionModel, self.folder / "unet", "the arc2face step")
-        model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(TINY, self.audio_encoder))
+        feature_dim = self.pool.audio_features.shape[-1] if self.pool.audio_features is not None else None
+        model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(self.settings, self._audio_dim(feature_dim)))
         if (self.folder / "starcaster").is_dir():  # the previous stage's additions (stage 1 has none to load)
             model.load_adapters(self.folder / "starcaster")
         id_encoder = Arc2FaceEncoder.from_pretrained(self.folder)
         return StageModule(model, id_encoder, self.vae, self.lip_reader)
+
+    def _audio_dim(self, feature_dim):
+        """Something with the audio encoder's ``feature_dim``, which the additions' config is built from."""
+        from types import SimpleNamespace
+
+        if feature_dim is None:  # stage 3 reads no audio, but the audio stream it inherits keeps its shape
+            feature_dim = (MelAudioEncoder(sample_rate=self.settings.sample_rate).feature_dim
+                           if self.settings.audio_encoder == "mel" else 9216)
+        return SimpleNamespace(feature_dim=feature_dim)
 
     def parameter_groups(self, module):
         return module.model.parameter_groups(STAGE_GROUPS[self.stage])
@@ -124,7 +148,8 @@ class StageTask:
     def _conditions(self, module, batch, first, end, id_tokens, bank=None):
         audio = batch.get("audio_features") if self.stage < 3 else None
         cameras = batch["cameras"] if self.stage == 3 else None
-        return segment_conditions(module.model, id_tokens, first, end, audio, cameras, TINY.audio_radius, bank)
+        return segment_conditions(module.model, id_tokens, first, end, audio, cameras, self.settings.audio_radius,
+                                  bank)
 
     def _bank(self, module, batch, context, id_tokens):
         if self.stage == 1:
@@ -222,5 +247,5 @@ class StageTask:
         groups = set().union(*(STAGE_GROUPS[s] for s in range(1, self.stage + 1)))
         module.model.save_adapters(folder / "starcaster", groups=sorted(groups))
         DPMSolverMultistepScheduler(**SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
-        (folder / PIPELINE_CONFIG_NAME).write_text(TINY.to_json())
+        (folder / PIPELINE_CONFIG_NAME).write_text(self.settings.to_json())
         return {"groups": sorted(groups)}
