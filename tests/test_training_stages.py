@@ -145,6 +145,10 @@ def test_stage_3_exports_a_pipeline_that_runs_orbits(folder):
         assert task.pool.audio_features is None if stage == 3 else task.pool.audio_features is not None
         _, moved = fixed_batch_run(task, config, folder, f"stage{stage}")
         assert groups_of(moved) == expected[stage]
+    from starcaster.video import probe
+
+    sample = folder / "train" / "stage3" / "validation" / "stage3-00000002.mp4"  # a sample through the real pipeline
+    assert probe(sample)["num_frames"] == 16
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = load_pipeline(folder)

@@ -84,6 +84,7 @@ class StageTask:
         self.lip_reader = (_load(LipReader, self.folder / "lip_reader", "the lip_reader step")
                            if self.lip_from is not None else None)
         frames = self.N if stage == 1 else self.n + self.window * self.N
+        self.synthetic, self.face_encoder = data is None, None
         if data is not None:  # real videos, made by `python -m starcaster preprocess` (the last clips held out)
             clips_on_disk = load_preprocessed(data)
             if clips_on_disk.latents.shape[2] < frames or len(clips_on_disk) <= eval_clips:
@@ -95,9 +96,9 @@ class StageTask:
             raise ValueError(f"the {preset} preset trains on real videos: give task_args.data (a preprocess output).")
         else:  # the synthetic world
             audio_encoder = MelAudioEncoder(sample_rate=self.settings.sample_rate)
-            face_encoder = _load(TinyFaceEncoder, self.folder / "face_encoder", "the face_encoder step")
+            self.face_encoder = _load(TinyFaceEncoder, self.folder / "face_encoder", "the face_encoder step")
             pools = dict(num_frames=frames, mode=MODES[stage], size=self.settings.resolution, cache_dir=cache_dir,
-                         vae=self.vae, face_encoder=face_encoder, audio_encoder=audio_encoder if stage < 3 else None,
+                         vae=self.vae, face_encoder=self.face_encoder, audio_encoder=audio_encoder if stage < 3 else None,
                          name="stage")
             self.pool = clip_pool("train", clips, seed=config.seed, **pools)
             self.eval_pool = clip_pool("eval", eval_clips, seed=0, **pools)
@@ -239,7 +240,35 @@ class StageTask:
             batch.update(first_segment=False, step=-1)
             generator = torch.Generator(module.model.device).manual_seed(i)
             losses.append(float(self.compute_loss(module, batch, generator, training=False)[0]))
+        if self.synthetic:
+            self.sample_video(module, Path(folder), step)
         return {"heldout_diffusion": sum(losses) / len(losses)}
+
+    @torch.no_grad()
+    def sample_video(self, module, folder: Path, step: int, steps: int = 25):
+        """One held-out clip through the real pipeline (the model as it is now), as mp4 + a truth-over-sample strip."""
+        import numpy as np
+        from PIL import Image
+
+        from ..conditioning.camera_path import CameraPath
+        from ..pipeline import STARCasterPipeline
+        from ..synthetic.dataset import SyntheticTalkingHeads
+
+        clip = SyntheticTalkingHeads("eval", num_frames=self.N, size=self.settings.resolution, mode=MODES[self.stage],
+                                     length=1).clip(0)
+        pipe = STARCasterPipeline(module.model, module.vae, DPMSolverMultistepScheduler(**SCHEDULER_CONFIG),
+                                  module.id_encoder, self.face_encoder, MelAudioEncoder(self.settings.sample_rate),
+                                  settings=self.settings)
+        pipe.set_progress_bar_config(disable=True)
+        task = {1: "identity", 2: "portrait", 3: "orbit"}[self.stage]
+        kwargs = dict(camera=CameraPath(clip.extrinsics, clip.intrinsics)) if self.stage == 3 else \
+            dict(audio=(clip.audio, clip.sample_rate))
+        video = pipe.generate(task=task, image=clip.reference, already_aligned=True, steps=steps, seed=0,
+                              num_frames=self.N, **kwargs)
+        folder.mkdir(parents=True, exist_ok=True)
+        video.save(folder / f"stage{self.stage}-{step:08d}.mp4")
+        strip = np.concatenate([np.concatenate(list(clip.frames[::4]), 1), np.concatenate(list(video.frames[::4]), 1)])
+        Image.fromarray(strip).save(folder / f"stage{self.stage}-{step:08d}.png")
 
     def export(self, module, folder: Path) -> dict:
         """The stage's additions into FOLDER/starcaster, and the files that make FOLDER a loadable pipeline."""
