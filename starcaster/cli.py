@@ -42,6 +42,18 @@ def main(argv=None):
     tr.add_argument("--resume", action="store_true", help="continue from the latest saved state")
     tr.add_argument("--max-steps", type=int, help="cap every step at N optimizer steps (smoke run)")
 
+    ev = sub.add_parser("eval", help="the synthetic benchmark: models and baselines on held-out identities")
+    ev.add_argument("--tasks", default="portrait,identity,orbit")
+    ev.add_argument("--clips", type=int, default=20, help="held-out clips per task")
+    ev.add_argument("--segments", type=int, default=2, help="segments of 16 frames per clip (20: the drift test)")
+    ev.add_argument("--compare", nargs="+", help="several checkpoint folders in one run (one table)")
+    ev.add_argument("--random-row", action="store_true", help="add the preset with random weights (chance)")
+    ev.add_argument("--evaluators", help="folder of the evaluators (default: checkpoints/tiny/evaluators)")
+    ev.add_argument("--json", help="write the results here")
+    ev.add_argument("--markdown", help="write the table here")
+    ev.add_argument("--strips", help="folder for image strips (ground truth above, generated below)")
+    _common(ev)
+
     pre = sub.add_parser("preprocess", help="talking-face videos -> training clips for stages 1-2 (real data)")
     pre.add_argument("videos", help="a folder of videos (mp4, mov, mkv, avi, webm)")
     pre.add_argument("out", help="output folder (clips-*.pt shards + preprocess.json)")
@@ -58,6 +70,8 @@ def main(argv=None):
             _train(args)
         elif args.command == "preprocess":
             _preprocess(args)
+        elif args.command == "eval":
+            _eval(args)
         else:
             _bench(args)
     except (ValueError, FileNotFoundError) as e:
@@ -161,3 +175,33 @@ def _preprocess(args):
 
     pipe = load_pipeline(args.preset, device=args.device)
     print(json.dumps(preprocess(args.videos, args.out, pipe, clip_frames=args.clip_frames, seed=args.seed), indent=2))
+
+
+def _eval(args):
+    import torch
+    from tqdm.auto import tqdm
+
+    from .eval.evaluators import load_evaluators
+    from .eval.run import TASKS, evaluate, format_markdown, save
+    from .presets import REPO_CHECKPOINTS
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {', '.join(TASKS)}.")
+    names = args.compare or [args.preset]
+    models = {str(name): _load(argparse.Namespace(**{**vars(args), "preset": name})) for name in names}
+    if args.random_row:
+        models[f"{args.preset} (random weights)"] = _load(args, random_weights=True)
+    for pipe in models.values():
+        pipe.set_progress_bar_config(disable=True)
+    evaluators = load_evaluators(Path(args.evaluators) if args.evaluators else REPO_CHECKPOINTS / "tiny" / "evaluators")
+    bar = tqdm(total=len(tasks) * args.clips, desc="eval")
+    with torch.no_grad():
+        results = evaluate(models, evaluators, tasks, args.clips, args.seed, args.steps or 25,
+                           args.guidance if args.guidance is not None else 3.0, args.segments,
+                           Path(args.strips) if args.strips else None, progress=lambda *_: bar.update(1))
+    bar.close()
+    meta = {"command": "python -m starcaster " + " ".join(sys.argv[1:]), "clips": args.clips, "seed": args.seed}
+    save(results, args.json, args.markdown, meta)
+    print(format_markdown(results))

@@ -26,6 +26,8 @@ class ClipPool:
     mouth_xy: torch.Tensor  # float32 (K, F, 2)
     visemes: torch.Tensor  # int64 (K, F)
     cameras: torch.Tensor  # float32 (K, F, 25)
+    mouth_state: torch.Tensor | None = None  # float32 (K, F, 4) jaw_open, rounding, spreading, closure
+    pose: torch.Tensor | None = None  # float32 (K, F, 6) head yaw, pitch, roll (deg), translation
     latents: torch.Tensor | None = None  # float32 (K, C, F, h, w), scaled
     audio_features: torch.Tensor | None = None  # (K, F, D)
     identity: torch.Tensor | None = None  # float32 (K, E) face-encoder embedding of the reference portrait
@@ -43,7 +45,7 @@ class ClipPool:
                 out[f.name] = None
             elif f.name == "latents":
                 out[f.name] = value[clips, :, :frames]
-            elif f.name in ("identity", "reference_latent"):
+            elif f.name in ("identity", "reference_latent"):  # per clip, not per frame
                 out[f.name] = value[clips]
             else:
                 out[f.name] = value[clips, :frames]
@@ -83,6 +85,8 @@ def clip_pool(split: str, clips: int, num_frames: int, mode: str, size: int = 12
         rows["mouth_xy"].append(torch.from_numpy(clip.mouth_xy))
         rows["visemes"].append(torch.from_numpy(clip.visemes))
         rows["cameras"].append(torch.from_numpy(clip.cameras))
+        rows["mouth_state"].append(torch.from_numpy(clip.mouth))
+        rows["pose"].append(torch.from_numpy(clip.pose))
         if vae is not None:
             rows["latents"].append(encode_frames(vae, frames))
             rows["reference_latent"].append(encode_frames(vae, torch.from_numpy(clip.reference)[None]))

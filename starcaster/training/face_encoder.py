@@ -105,8 +105,9 @@ def verification_accuracy(embeddings: np.ndarray, labels: np.ndarray, threshold:
 class FaceEncoderTask:
     def __init__(self, config, pipeline_folder: Path, cache_dir: Path, encoder_config: dict | None = None,
                  identities: int = 400, clips_per_identity: int = 8, frames_per_clip: int = 2,
-                 eval_identities: int = 60, scale: float = 30.0, margin: float = 0.3, size: int = 128):
-        self.config = config
+                 eval_identities: int = 60, scale: float = 30.0, margin: float = 0.3, size: int = 128,
+                 export_name: str = "face_encoder"):
+        self.config, self.export_name = config, export_name
         self.encoder_config = dict(encoder_config or TINY.face_encoder)
         self.scale, self.margin = scale, margin
         self.train_pool = identity_pool("train", identities, clips_per_identity, frames_per_clip, size,
@@ -159,5 +160,5 @@ class FaceEncoderTask:
                 "cos_to_own_reference": float(to_reference), "cos_to_any_reference": float(to_others)}
 
     def export(self, module, folder: Path) -> dict:
-        module.encoder.save_pretrained(Path(folder) / "face_encoder")
+        module.encoder.save_pretrained(Path(folder) / self.export_name)
         return {}

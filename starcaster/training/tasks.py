@@ -14,6 +14,11 @@ TASKS = {
     "arc2face": ("arc2face", "Arc2FaceTask"),
     "lip_reader": ("lip_reading", "LipReaderTask"),
     "stage": ("stages", "StageTask"),
+    # the benchmark's own evaluators (starcaster/eval), trained by the same loop on data of their own seeds
+    "eval_mouth": ("..eval.train_evaluators", "MouthTask"),
+    "eval_pose": ("..eval.train_evaluators", "PoseTask"),
+    "eval_sync": ("..eval.train_evaluators", "SyncTask"),
+    "eval_identity": ("face_encoder", "FaceEncoderTask"),
 }
 
 
@@ -22,5 +27,6 @@ def build_task(config: TrainConfig, pipeline_folder: Path, cache_dir: Path):
     if config.task not in TASKS:
         raise ValueError(f"unknown training task {config.task!r}; known: {', '.join(TASKS)}.")
     module, name = TASKS[config.task]
-    cls = getattr(import_module(f"{__package__}.{module}"), name)
+    path = f"starcaster.{module[2:]}" if module.startswith("..") else f"{__package__}.{module}"
+    cls = getattr(import_module(path), name)
     return cls(config, Path(pipeline_folder), Path(cache_dir), **config.task_args)
