@@ -177,12 +177,50 @@ class Wav2Vec2AudioEncoder:
     def _num_steps(self, num_samples: int) -> int:
         return (num_samples - self.receptive_field) // self.stride + 1
 
+    def _group_norm(self):
+        """wav2vec2-base's first conv layer normalises each channel over the time of whatever it is given; None for
+        the layer-norm variants (wav2vec2-large-lv60 and friends), which are local."""
+        first = self.model.feature_extractor.conv_layers[0]
+        return getattr(first, "layer_norm", None) if isinstance(getattr(first, "layer_norm", None),
+                                                                    torch.nn.GroupNorm) else None
+
     @torch.inference_mode()
-    def _hidden_states(self, samples: np.ndarray) -> torch.Tensor:
+    def _clip_statistics(self, samples: np.ndarray, chunk_steps: int = 50_000):
+        """Mean and variance per channel of the first conv layer's output over the WHOLE clip, accumulated in chunks
+        (the conv is local, so chunks on its stride grid reproduce it exactly) with memory bounded for long audio."""
+        conv = self.model.feature_extractor.conv_layers[0].conv
+        stride, kernel = conv.stride[0], conv.kernel_size[0]
+        parameter = next(self.model.parameters())
+        total = (len(samples) - kernel) // stride + 1
+        s1 = s2 = 0.0
+        for first in range(0, total, chunk_steps):
+            last = min(first + chunk_steps, total)
+            piece = torch.from_numpy(samples[first * stride:(last - 1) * stride + kernel])[None, None]
+            out = conv(piece.to(parameter.device, parameter.dtype)).double()[0]
+            s1, s2 = s1 + out.sum(1), s2 + out.square().sum(1)
+        mean = s1 / total
+        return mean, s2 / total - mean.square()
+
+    @torch.inference_mode()
+    def _hidden_states(self, samples: np.ndarray, statistics=None) -> torch.Tensor:
         """(n,) samples -> (steps, layers * hidden) on the CPU, layer-major (layer 1's 768 values first)."""
         parameter = next(self.model.parameters())
         inputs = torch.from_numpy(samples)[None].to(parameter.device, parameter.dtype)
-        output = self.model(inputs, output_hidden_states=True)
+        norm, hook = self._group_norm(), None
+        if norm is not None and statistics is not None:
+            mean, var = statistics
+
+            def fixed(module, args, output):  # the clip's statistics instead of this window's
+                x = args[0].double()
+                y = (x - mean.to(x.device)[None, :, None]) / torch.sqrt(var.to(x.device)[None, :, None] + module.eps)
+                return (y * module.weight.double()[None, :, None] + module.bias.double()[None, :, None]).to(output)
+
+            hook = norm.register_forward_hook(fixed)
+        try:
+            output = self.model(inputs, output_hidden_states=True)
+        finally:
+            if hook is not None:
+                hook.remove()
         # hidden_states[0] is the input to the first transformer layer; [1:] are the layers' outputs.
         layers = output.hidden_states[1 : self.num_layers + 1]
         return torch.cat(layers, dim=-1)[0].float().cpu()
@@ -198,6 +236,9 @@ class Wav2Vec2AudioEncoder:
         positions = ((centres - (self.receptive_field - 1) / 2) / self.stride).clamp(0, total - 1)
         owner = positions.floor().long()  # the window whose core holds a frame's lower neighbour computes it
 
+        # Windows normalise with the whole clip's statistics, so cutting the clip changes no normalisation (only
+        # what attention can see, which the context margins keep small).
+        statistics = self._clip_statistics(samples) if total > self.window_steps and self._group_norm() else None
         features = torch.empty(num_frames, self.feature_dim)
         for first in range(0, total, self.window_steps):
             last = min(first + self.window_steps, total)
@@ -207,6 +248,6 @@ class Wav2Vec2AudioEncoder:
             lo, hi = max(0, first - self.context_steps), min(total, last + self.context_steps)
             # The last window takes the clip to its very end, so a clip in one window is exactly one pass.
             end = len(samples) if hi == total else (hi - 1) * self.stride + self.receptive_field
-            hidden = self._hidden_states(samples[lo * self.stride : end])
+            hidden = self._hidden_states(samples[lo * self.stride : end], statistics)
             features[frames] = _interpolate_rows(hidden, positions[frames] - lo).float()
         return features
