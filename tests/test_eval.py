@@ -14,12 +14,7 @@ from starcaster.eval.run import evaluate, format_markdown, warp_reference
 from starcaster.synthetic.dataset import make_clip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lagged_correlation_finds_the_offset():

@@ -19,14 +19,7 @@ from starcaster.models.unet import adapter_group
 BATCH, FRAMES, SIZE, DIM = 2, 3, 8, 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These nets are tiny: on a shared 2-core machine a second OpenMP thread only spin-waits (measured 20x more CPU).
-    # Restored afterwards, so nothing outside this module sees it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_unet2d(seed=0, **overrides):

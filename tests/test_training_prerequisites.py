@@ -12,12 +12,7 @@ from starcaster.training.recipe import run_config
 from starcaster.training.tasks import build_task
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def losses_on_a_fixed_batch(task, config, folder):

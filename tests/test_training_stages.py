@@ -17,12 +17,7 @@ from starcaster.training.lip_reading import LipReader, lip_features, lip_loss
 from starcaster.training.tasks import build_task
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -44,8 +44,13 @@ def apparent_pose(pose: np.ndarray, extrinsics: np.ndarray) -> np.ndarray:
     return np.stack([yaw, -minus_pitch, roll], axis=1).astype(np.float32)
 
 
-def _conv(cin, cout, stride=2):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU())
+def _conv_stack(cin: int, channels) -> nn.Sequential:
+    """Stride-2 conv + GroupNorm + SiLU per entry of ``channels``: each halves the resolution."""
+    layers = []
+    for c in channels:
+        layers += [nn.Conv2d(cin, c, 3, 2, 1), nn.GroupNorm(8, c), nn.SiLU()]
+        cin = c
+    return nn.Sequential(*layers)
 
 
 class MouthRegressor(ModelMixin, ConfigMixin):
@@ -54,12 +59,8 @@ class MouthRegressor(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, channels: tuple = (16, 32, 64)):
         super().__init__()
-        layers, cin = [], 1
-        for c in channels:
-            layers.append(_conv(cin, c))
-            cin = c
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(cin * 16, 1)
+        self.features = _conv_stack(1, channels)
+        self.head = nn.Linear(channels[-1] * 16, 1)
 
     def forward(self, crops):
         x = F.adaptive_avg_pool2d(self.features(crops.to(self.dtype)), 4)
@@ -72,12 +73,8 @@ class PoseRegressor(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, channels: tuple = (16, 32, 64, 128), input_size: int = 64):
         super().__init__()
-        layers, cin = [], 3
-        for c in channels:
-            layers.append(_conv(cin, c))
-            cin = c
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(cin * 4, 3)
+        self.features = _conv_stack(3, channels)
+        self.head = nn.Linear(channels[-1] * 4, 3)
 
     def forward(self, frames):
         size = self.config.input_size

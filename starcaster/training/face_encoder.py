@@ -21,6 +21,7 @@ from ..conditioning.identity import TinyFaceEncoder
 from ..image_io import to_model_range
 from ..presets import TINY
 from ..synthetic.dataset import EVAL_IDS, TRAIN_IDS, make_clip
+from .frame_pool import cached_arrays
 from .trainer import step_rng
 
 
@@ -34,29 +35,22 @@ class IdentityPool:
 def identity_pool(split: str, identities: int, clips_per_identity: int, frames_per_clip: int = 2, size: int = 128,
                   seed: int = 0, cache_dir: str | Path | None = None) -> IdentityPool:
     """``identities`` identities of ``split``, each in ``clips_per_identity`` clips of mixed talk/orbit."""
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"ids-{split}-k{identities}x{clips_per_identity}x{frames_per_clip}-p{size}-s{seed}.npz"
-        if path.is_file():
-            with np.load(path) as z:
-                return IdentityPool(z["frames"], z["labels"], z["references"])
-    ids = TRAIN_IDS if split == "train" else EVAL_IDS
-    rng = np.random.default_rng([seed, 0x1D])
-    chosen = rng.choice(len(ids), size=identities, replace=False) if split == "train" else np.arange(identities)
-    frames, labels, references = [], [], []
-    for label, index in enumerate(chosen):
-        for c in range(clips_per_identity):
-            clip = make_clip(ids[int(index)], seed=1000 * seed + c, num_frames=frames_per_clip, size=size, mode="mixed")
-            frames.append(clip.frames)
-            labels.append(np.full(len(clip.frames), label))
-        references.append(clip.reference)
-    pool = IdentityPool(np.concatenate(frames), np.concatenate(labels), np.stack(references))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, frames=pool.frames, labels=pool.labels, references=pool.references)
-        tmp.replace(path)
-    return pool
+    def build():
+        ids = TRAIN_IDS if split == "train" else EVAL_IDS
+        rng = np.random.default_rng([seed, 0x1D])
+        chosen = rng.choice(len(ids), size=identities, replace=False) if split == "train" else np.arange(identities)
+        frames, labels, references = [], [], []
+        for label, index in enumerate(chosen):
+            for c in range(clips_per_identity):
+                clip = make_clip(ids[int(index)], seed=1000 * seed + c, num_frames=frames_per_clip, size=size,
+                                 mode="mixed")
+                frames.append(clip.frames)
+                labels.append(np.full(len(clip.frames), label))
+            references.append(clip.reference)
+        return dict(frames=np.concatenate(frames), labels=np.concatenate(labels), references=np.stack(references))
+
+    name = f"ids-{split}-k{identities}x{clips_per_identity}x{frames_per_clip}-p{size}-s{seed}.npz"
+    return IdentityPool(**cached_arrays(Path(cache_dir) / name if cache_dir is not None else None, build))
 
 
 class AngularMarginHead(nn.Module):

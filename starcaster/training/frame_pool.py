@@ -25,29 +25,32 @@ class FramePool:
         return len(self.frames)
 
 
-def frame_pool(split: str, clips: int, frames_per_clip: int = 4, size: int = 128, seed: int = 0,
-               cache_dir: str | Path | None = None, mode: str = "mixed") -> FramePool:
-    """``frames_per_clip`` frames from each of ``clips`` clips of ``split`` ("train" or "eval")."""
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"frames-{split}-{mode}-c{clips}x{frames_per_clip}-p{size}-s{seed}.npz"
-        if path.is_file():
-            with np.load(path) as z:
-                return FramePool(z["frames"], z["mouth_xy"], z["identity_id"])
-    data = SyntheticTalkingHeads(split, num_frames=frames_per_clip, size=size, mode=mode, seed=seed, length=clips)
-    frames, mouths, ids = [], [], []
-    for i in range(clips):
-        clip = data.clip(i)
-        frames.append(clip.frames)
-        mouths.append(clip.mouth_xy)
-        ids.append(np.full(len(clip.frames), clip.identity_id))
-    pool = FramePool(np.concatenate(frames), np.concatenate(mouths).astype(np.float32), np.concatenate(ids))
+def cached_arrays(path: Path | None, build) -> dict:
+    """``build()`` (a dict of arrays) once, kept in an .npz at ``path`` (written atomically) when one is given."""
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    arrays = build()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, frames=pool.frames, mouth_xy=pool.mouth_xy, identity_id=pool.identity_id)
+        np.savez(tmp, **arrays)
         tmp.replace(path)
-    return pool
+    return arrays
+
+
+def frame_pool(split: str, clips: int, frames_per_clip: int = 4, size: int = 128, seed: int = 0,
+               cache_dir: str | Path | None = None, mode: str = "mixed") -> FramePool:
+    """``frames_per_clip`` frames from each of ``clips`` clips of ``split`` ("train" or "eval")."""
+    def build():
+        data = SyntheticTalkingHeads(split, num_frames=frames_per_clip, size=size, mode=mode, seed=seed, length=clips)
+        rendered = [data.clip(i) for i in range(clips)]
+        return dict(frames=np.concatenate([c.frames for c in rendered]),
+                    mouth_xy=np.concatenate([c.mouth_xy for c in rendered]).astype(np.float32),
+                    identity_id=np.concatenate([np.full(len(c.frames), c.identity_id) for c in rendered]))
+
+    name = f"frames-{split}-{mode}-c{clips}x{frames_per_clip}-p{size}-s{seed}.npz"
+    return FramePool(**cached_arrays(Path(cache_dir) / name if cache_dir is not None else None, build))
 
 
 def crop_boxes(rng: np.random.Generator, mouth_xy: np.ndarray, size: int, crop: int, mouth_fraction: float,
