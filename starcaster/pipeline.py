@@ -18,7 +18,6 @@ segment.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -31,7 +30,7 @@ from .autoregression import TASKS, denoise_segment, num_segments, plan_segment, 
 from .conditioning.camera import CameraPath
 from .image_io import from_model_range, to_model_range
 from .models import StreamScales
-from .pipeline_inputs import PreparedInputs, prepare_inputs
+from .pipeline_inputs import PreparedInputs, check_sampling, prepare_inputs
 
 
 def vae_scale_factor(vae) -> int:
@@ -174,30 +173,37 @@ class STARCasterPipeline(DiffusionPipeline):
     def stream(self, task: str = "portrait", image=None, audio=None, camera: CameraPath | None = None, identity=None,
                num_frames: int | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
                strengths: dict | None = None, already_aligned: bool = False,
-               sampler: SamplerOptions = SamplerOptions()) -> Iterator[Segment]:
+               sampler: SamplerOptions = SamplerOptions(), cancel=None) -> Iterator[Segment]:
         """Yield the video segment by segment. Closing the generator between segments cancels the rest.
 
         ``image``: path, PIL image or array; ``audio``: path or (samples, rate); ``camera``: a CameraPath (orbit);
         ``identity``: an identity embedding array instead of a photo (identity task); ``strengths``: per-stream
-        scales ``{"audio", "identity", "camera", "reference"}``.
+        scales ``{"audio", "identity", "camera", "reference"}``. ``steps``, ``guidance`` and the strengths must lie
+        in ``pipeline_inputs.SAMPLING_LIMITS``.
+
+        ``cancel``: a ``threading.Event`` (or a function returning True) checked after every denoising step, from
+        another thread if need be; once it is set the stream ends there, without the unfinished segment. This stops
+        a segment in progress within one step, where closing the generator waits for the segment to end.
         """
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}.")
         reason = self.capabilities.get(task)
         if reason:
             raise ValueError(reason)
-        steps = int(steps if steps is not None else self.settings.steps)
-        guidance = float(guidance if guidance is not None else self.settings.guidance)
-        if not 1 <= steps <= 200:
-            raise ValueError(f"steps must be between 1 and 200, got {steps}.")
-        if not (math.isfinite(guidance) and 0.0 <= guidance <= 20.0):
-            raise ValueError(f"guidance must be between 0 and 20, got {guidance}.")
+        steps, guidance, strengths = check_sampling(self.settings.steps if steps is None else steps,
+                                                    self.settings.guidance if guidance is None else guidance,
+                                                    strengths)
         scales = _scales(strengths)
         inputs = prepare_inputs(self, task, image=image, audio=audio, camera=camera, identity=identity,
                                 num_frames=num_frames, already_aligned=already_aligned)
-        yield from self._sample(inputs, task, steps, guidance, seed, scales, sampler)
+        cancelled = _cancel_check(cancel)
+        try:
+            yield from self._sample(inputs, task, steps, guidance, seed, scales, sampler, cancelled)
+        except _Cancelled:
+            return
 
-    def _sample(self, inputs: PreparedInputs, task, steps, guidance, seed, scales, sampler) -> Iterator[Segment]:
+    def _sample(self, inputs: PreparedInputs, task, steps, guidance, seed, scales, sampler,
+                cancelled=lambda: False) -> Iterator[Segment]:
         cfg = self.settings
         N, n = cfg.segment_frames, cfg.context_frames
         count = num_segments(inputs.num_frames, N)
@@ -229,7 +235,7 @@ class STARCasterPipeline(DiffusionPipeline):
                     self.model, self.scheduler, noise, conditions, unconditional_id, plan.context, steps, guidance,
                     scales, batch_cfg=sampler.batch_cfg,
                     rebuild_bank=None if sampler.cache_reference or plan.reference is None else bank,
-                    on_step=lambda i, total: progress.update(1),
+                    on_step=lambda i, total: _step_done(progress, cancelled),
                 )
                 previous = latents  # its last n clean latents seed the next segment (paper §3.2)
                 yield Segment(
@@ -257,15 +263,29 @@ class STARCasterPipeline(DiffusionPipeline):
         return torch.cat(out).numpy()
 
 
+class _Cancelled(Exception):
+    """Raised from the step callback once ``cancel`` is set: it leaves the segment at the current step."""
+
+
+def _cancel_check(cancel):
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise ValueError("cancel must be a threading.Event or a function returning True to stop.")
+
+
+def _step_done(progress, cancelled) -> None:
+    progress.update(1)
+    if cancelled():
+        raise _Cancelled
+
+
 def _scales(strengths) -> StreamScales:
+    """Checked strengths (``check_sampling``) -> the model's per-stream scales."""
     scales = StreamScales()
-    if not strengths:
-        return scales
-    for name, value in strengths.items():
-        if name not in ("id", "identity", "audio", "camera", "reference"):
-            raise ValueError(f"Unknown stream '{name}' in strengths; use audio, identity, camera or reference.")
-        value = float(value)
-        if not (math.isfinite(value) and 0.0 <= value <= 3.0):
-            raise ValueError(f"Stream strength '{name}' must be between 0 and 3, got {value}.")
+    for name, value in (strengths or {}).items():
         scales = replace(scales, **{"id" if name == "identity" else name: value})
     return scales

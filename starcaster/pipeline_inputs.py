@@ -5,7 +5,9 @@ Everything here validates first: bad input is a ValueError a person can act on, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -16,6 +18,39 @@ from .image_io import to_model_range
 from .video import audio_slice, frame_count, is_silent, load_audio
 
 DEFAULT_SILENT_SECONDS = 4.0  # length of an orbit with neither audio nor a frame count
+
+# The sampling settings a caller may choose, as (low, high), inclusive. The demo's sliders use the same ranges, so a
+# value the UI cannot produce is refused by the API with the same message.
+SAMPLING_LIMITS = {"steps": (1, 100), "guidance": (1.0, 10.0), "strength": (0.0, 3.0)}
+STREAMS = ("audio", "identity", "camera", "reference")
+
+
+def _number(name: str, value, low, high) -> float:
+    """``value`` as a float within [low, high]; a ValueError that names NaN, infinities and non-numbers as such."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number between {low:g} and {high:g}, got {value!r}.") from None
+    if math.isnan(number):
+        raise ValueError(f"{name} must be a number between {low:g} and {high:g}, got NaN (not a number).")
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {number:g}.")
+    return number
+
+
+def check_sampling(steps, guidance, strengths=None) -> tuple[int, float, dict]:
+    """(steps, guidance, {stream: strength}) checked against ``SAMPLING_LIMITS``; ValueError saying what is wrong."""
+    steps_value = _number("steps", steps, *SAMPLING_LIMITS["steps"])
+    if steps_value != int(steps_value):
+        raise ValueError(f"steps must be a whole number, got {steps_value:g}.")
+    guidance_value = _number("guidance", guidance, *SAMPLING_LIMITS["guidance"])
+    checked = {}
+    for name, value in (strengths or {}).items():
+        stream = "identity" if name == "id" else name
+        if stream not in STREAMS:
+            raise ValueError(f"Unknown stream '{name}' in strengths; use audio, identity, camera or reference.")
+        checked[stream] = _number(f"Stream strength '{name}'", value, *SAMPLING_LIMITS["strength"])
+    return int(steps_value), guidance_value, checked
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Lazily cached examples, capability notices and Stop's status line, on the real tiny pipeline (1 step, short clips).
+"""Cached examples, capability notices and Stop's status line, on the real tiny pipeline (1 step, short clips).
 
 Examples come from a tiny stand-in ``assets/`` folder (one portrait, 0.6 s of speech, a 15-frame camera path), and
 the pipeline's ``stream`` is wrapped to count how often the model is asked to generate.
@@ -93,30 +93,19 @@ def test_examples_are_generated_once_on_first_click_then_served_from_the_cache(s
         assert calls == ["portrait"]
         info = probe(mp4["path"])
         assert info["num_frames"] == round(SECONDS * pipe.fps) and info["has_audio"]
-        assert video["path"] == mp4["path"] and not video["is_stream"]  # the whole mp4, not a stream
         assert seed == example_cache.EXAMPLE_SAMPLING["seed"] and "cached" in status
-        assert list(small_examples.glob("portrait-*/log.csv")), "the cache is not in the model's own folder"
+        assert list(small_examples.glob("portrait-*/0.mp4")), "the cache is not in the model's own folder"
 
         another = gradio_client.Client(demo.local_url, verbose=False, download_files=False)
         again = another.predict(0, api_name="/portrait_example")
         assert calls == ["portrait"], "a cached example ran the model again"
-        assert again[1]["path"] == mp4["path"] and again[3] == status
+        assert not again[0]["is_stream"] and again[3] == status  # the whole stored mp4, at once
 
         # A silent orbit example takes its length from the camera path (15 frames).
         _, orbit_mp4, _, _ = visitor.predict(0, api_name="/orbit_example")
         assert calls == ["portrait", "orbit"] and probe(orbit_mp4["path"])["num_frames"] == 15
     finally:
         demo.close()
-
-
-def test_an_example_waits_for_the_sampler_lock(small_examples, calls, monkeypatch):
-    """While a tab's generation holds the model, an example run waits (here: gives up at once) instead of sampling."""
-    monkeypatch.setattr(example_cache, "SAMPLER_WAIT_SECONDS", 0.01)
-    image = examples.portraits()[0]
-    with generation.SAMPLER_LOCK:
-        with pytest.raises(gr.Error, match="busy"):
-            example_cache.run_example("portrait", image=image, audio=examples.speech()[0], already_aligned=True)
-    assert calls == []
 
 
 def test_cache_folder_changes_with_model_settings_and_files(assets, pipe, monkeypatch):
@@ -185,8 +174,6 @@ def test_stop_says_at_which_segment_the_generation_stopped(assets, pipe, monkeyp
     assert (state.segment, state.num_segments, state.frames) == (1, 3, 16) and "Segment 1 of 3" in status
     run.close()  # what Gradio does on Stop
     assert sampled == [0], "the sampler went on after Stop"
-    assert generation.SAMPLER_LOCK.acquire(blocking=False), "a stopped run kept the model locked"
-    generation.SAMPLER_LOCK.release()
 
     status, after = generation.stopped_status(state)
     assert "Stopped during segment 2 of 3" in status and "16 frames" in status and after.finished

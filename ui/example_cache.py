@@ -1,18 +1,17 @@
-"""Lazily cached examples: an example's first click generates its video once; every later click, anyone's, shows it.
+"""Examples that run like any generation: queued on the model slot, streamed with progress, stoppable; then cached.
 
-How this sits on Gradio 6.31's ``gr.Examples`` (``gradio/helpers.py``), and why:
+Clicking an example fills the inputs (``gr.Examples``, no caching of its own) and asks :meth:`ExampleRuns.show`
+(outside the queue: it reads a file) whether that example's video is stored. If it is, the video, the mp4 and the
+status appear at once, for anyone, and the model is not involved. If not, ``show`` bumps a per-session trigger
+(``gr.State``), whose change event runs :meth:`ExampleRuns.generate` on the model slot shared with the tabs' run
+buttons: it waits its turn like any generation, streams its segments, and the tab's Stop cancels it. A finished
+example video is copied into the cache, so the next click on it, anyone's, shows it at once.
 
-* ``cache_examples=True, cache_mode="lazy"``: the outputs are computed inside the example-loading event of the first
-  click and stored; later clicks read the store and call nothing. Both are passed explicitly, because on Spaces
-  ``GRADIO_CACHE_EXAMPLES=true`` would otherwise turn caching on with ``GRADIO_CACHE_MODE`` defaulting to *eager*:
-  every example generated at start-up.
-* That computation runs outside the queue's model slot and without ``gr.Progress``. So the example function takes
-  ``SAMPLER_LOCK``, which the tabs' streaming runs hold while they sample: the model still runs one generation at a
-  time. It is a plain function returning the finished mp4 (a generator's chunks would be what got cached); the tabs'
-  Generate buttons still stream.
-* Gradio's store is ``./.gradio/cached_examples/<component id>``: it outlives restarts and knows nothing of the model
-  that made the videos. Each example set is moved to a folder named by a fingerprint of the model, the sampling
-  settings and the example files, so a different model or changed assets start a fresh cache.
+Why not Gradio's own lazy example cache: it computes the first click inside the example-loading event, outside the
+queue, without progress, and Stop cannot reach it; that one click held up every visitor for a whole generation.
+
+The cache is ``$TMPDIR/starcaster-ui/examples/<task>-<fingerprint>/``, the fingerprint naming the model, its weights'
+dates, the example settings and the example files' contents: a different model or changed assets start afresh.
 """
 
 from __future__ import annotations
@@ -20,14 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import gradio as gr
 from gradio.data_classes import FileData
 
-from .generation import SAMPLER_LOCK, SAMPLER_WAIT_SECONDS, require
-from .model import GPU, get_pipeline, model_name
-from .streaming import OUTPUT_ROOT, can_stream, new_output_dir, stream_segments
+from .errors import user_errors
+from .generation import MODEL_SLOT, RunState, require, run_stream
+from .model import get_pipeline, model_name
+from .streaming import OUTPUT_ROOT, can_stream
 
 CACHE_ROOT = os.path.join(OUTPUT_ROOT, "examples")
 
@@ -41,30 +42,6 @@ def example_settings(pipe) -> dict:
     guidance = EXAMPLE_SAMPLING["guidance"] or pipe.settings.guidance
     strengths = dict(audio=1.0, identity=1.0, camera=1.0)
     return dict(seed=int(EXAMPLE_SAMPLING["seed"]), steps=int(steps), guidance=float(guidance), strengths=strengths)
-
-
-@GPU(duration=300)
-def run_example(task: str, **inputs):
-    """Generate one example to the end (no streaming) and return (video, mp4, seed, status) for the cache."""
-    pipe = get_pipeline()
-    require(task, pipe)
-    settings = example_settings(pipe)
-    if not SAMPLER_LOCK.acquire(timeout=SAMPLER_WAIT_SECONDS):
-        raise gr.Error("The model has been busy for a long time: please try the example again later.")
-    try:
-        final, frames = None, 0
-        for update in stream_segments(pipe.stream(task=task, **inputs, **settings), new_output_dir(),
-                                      streaming=False):
-            final, frames = update.final or final, update.frames_done
-    finally:
-        SAMPLER_LOCK.release()
-    steps = settings["steps"]
-    status = (f"Example: {frames} frames at {pipe.fps:g} fps, seed {settings['seed']}, {steps} step{'s' * (steps != 1)}."
-              " It is cached: the next click on it shows this video at once.")
-    # A streaming gr.Video passes its value through unprocessed: a FileData plays as an ordinary (whole) video. Without
-    # ffmpeg/ffprobe the Video is not streaming and wants the plain path (it cannot postprocess a FileData).
-    video = FileData(path=final) if can_stream() else final
-    return video, final, settings["seed"], status
 
 
 def fingerprint(rows, pipe) -> str:
@@ -89,28 +66,84 @@ def _weights_stamp(name: str) -> float:
     return max((os.path.getmtime(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files), default=0.0)
 
 
-def cached_examples(rows, inputs, outputs, fn, *, task: str, api_name: str, **kwargs) -> gr.Examples:
-    """``gr.Examples`` that fill ``inputs`` and, through the lazy cache, ``outputs`` with ``fn``'s finished video."""
-    keep = [any(row[i] is not None for row in rows) for i in range(len(inputs))]
-    if not all(keep):
-        # Gradio 6.31 fills a cached example's inputs without its all-empty columns but expects a value for every
-        # input ("didn't return enough output values"): leave those inputs out, and give fn None in their place.
-        rows = [[value for value, k in zip(row, keep) if k] for row in rows]
-        inputs = [component for component, k in zip(inputs, keep) if k]
-        fn = _blanks_for_missing(fn, keep)
-    examples = gr.Examples(rows, inputs, outputs, fn=fn, cache_examples=True, cache_mode="lazy", api_name=api_name,
-                           api_visibility="undocumented", **kwargs)
-    folder = Path(CACHE_ROOT) / f"{task}-{fingerprint(rows, get_pipeline())}"
-    # Gradio reads these three attributes whenever it caches or loads (helpers.Examples.cache/load_from_cache).
-    examples.cached_folder = folder
-    examples.cached_file = folder / "log.csv"
-    examples.cached_indices_file = folder / "indices.csv"
-    return examples
+class ExampleRuns:
+    """One tab's examples: ``request(row) -> (pipeline inputs, note)`` turns an example row into a generation."""
 
+    def __init__(self, task: str, rows: list, request):
+        self.task, self.rows, self.request = task, rows, request
+        self.folder = Path(CACHE_ROOT) / f"{task}-{fingerprint(rows, get_pipeline())}"
+        self.event = None
 
-def _blanks_for_missing(fn, keep):
-    def call(*values):
-        given = iter(values)
-        return fn(*(next(given) if k else None for k in keep))
+    # -- the cache ------------------------------------------------------------------------------------------------
+    def _paths(self, index: int) -> tuple[Path, Path]:
+        return self.folder / f"{index}.mp4", self.folder / f"{index}.json"
 
-    return call
+    def cached(self, index: int) -> dict | None:
+        """``{"mp4", "seed", "status"}`` of a stored example video, or None."""
+        mp4, meta = self._paths(index)
+        try:
+            info = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return None
+        return {**info, "mp4": str(mp4)} if mp4.is_file() else None
+
+    def _store(self, index: int, settings: dict):
+        def keep(final: str, frames: int):
+            mp4, meta = self._paths(index)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(final, mp4)
+            steps = settings["steps"]
+            status = (f"Example: {frames} frames at {get_pipeline().fps:g} fps, seed {settings['seed']}, {steps} "
+                      f"step{'s' * (steps != 1)}. It is cached: the next click on it shows this video at once.")
+            meta.write_text(json.dumps({"seed": settings["seed"], "status": status}))
+            return str(mp4), status
+
+        return keep
+
+    def _show_cached(self, entry: dict) -> tuple:
+        # A streaming gr.Video passes its value through unprocessed: a FileData plays as an ordinary (whole) video.
+        # Without ffmpeg/ffprobe the Video is not streaming and wants the plain path.
+        video = FileData(path=entry["mp4"]) if can_stream() else entry["mp4"]
+        return video, entry["mp4"], entry["seed"], entry["status"], RunState(finished=True)
+
+    def _index(self, index) -> int:
+        try:
+            k = int(index)
+        except (TypeError, ValueError):
+            k = -1
+        if not 0 <= k < len(self.rows):
+            raise ValueError(f"There is no example {index!r}: pick one of the {len(self.rows)} examples.")
+        return k
+
+    # -- the events -------------------------------------------------------------------------------------------------
+    def show(self, picked, trigger):
+        """On a click (outside the queue): the stored video at once, or a request to generate it on the model slot."""
+        index = picked[0] if isinstance(picked, (list, tuple)) else picked
+        entry = self.cached(self._index(index))
+        if entry is not None:
+            return (*self._show_cached(entry), gr.skip(), gr.skip())
+        status = "Example: waiting for the model (it is generated once, then cached)..."
+        return gr.skip(), None, gr.skip(), status, RunState(), index, (trigger or 0) + 1
+
+    def generate(self, index, progress=gr.Progress()):
+        """Stream example ``index`` like a tab's run (or show it, if already stored) and store the finished video."""
+        k = self._index(index)
+        entry = self.cached(k)
+        if entry is not None:
+            yield self._show_cached(entry)
+            return
+        pipe = get_pipeline()
+        require(self.task, pipe)
+        inputs, notes = self.request(self.rows[k])
+        settings = example_settings(pipe)
+        yield from run_stream(self.task, progress, notes, keep=self._store(k, settings), **inputs, **settings)
+
+    def wire(self, examples: gr.Examples, outputs) -> "ExampleRuns":
+        index = gr.Number(None, visible="hidden", precision=0, elem_id=f"{self.task}-example-index")
+        trigger = gr.State(0)
+        examples.dataset.click(user_errors(self.show), [examples.dataset, trigger],
+                               [*outputs.components(), index, trigger], queue=False, show_progress="hidden",
+                               api_visibility="private")
+        self.event = trigger.change(user_errors(self.generate), index, outputs.components(),
+                                    api_name=f"{self.task}_example", **MODEL_SLOT)
+        return self

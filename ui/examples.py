@@ -1,7 +1,7 @@
 """Examples from ``assets/``: whatever portraits, speech and camera paths are there (any of them may be missing).
 
-Clicking an example fills the inputs and shows its video: generated on the first click (by anyone), then served from
-the lazy cache (``example_cache.py``).
+Clicking an example fills the inputs and shows its video: generated on the first click (by anyone) through the queue
+like any run, then served from the cache (``example_cache.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 
 import gradio as gr
 
-from .example_cache import cached_examples
+from .example_cache import ExampleRuns
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 MAX_EXAMPLES = 4
@@ -60,19 +60,24 @@ def _name(path) -> str:
 
 
 def _show(rows, inputs, label, labels=None, *, fn=None, outputs=None, task=None):
-    """Examples that fill ``inputs``; with ``fn`` (the task is available) they also show their cached video."""
+    """Examples that fill ``inputs``; with ``fn`` (``row -> (pipeline inputs, note)``: the task is available) a click
+    also shows the example's video, generated on the model slot the first time (``ExampleRuns``).
+
+    Returns (gr.Examples, ExampleRuns or None), or (None, None) when there are no examples."""
     if not rows:
-        return None
+        return None, None
     labels = labels or [" + ".join(_name(v) for v in row if isinstance(v, str)) for row in rows]
-    common = dict(label=label, examples_per_page=MAX_EXAMPLES, example_labels=labels, elem_id=f"{task}-examples")
-    if fn is None:  # the model cannot do this task: fill the inputs only, nothing to generate or cache
-        return gr.Examples(rows, inputs, cache_examples=False, **common)
-    # The bundled portraits are already aligned renders of the synthetic world: detection is skipped for them.
-    return cached_examples(rows, inputs, outputs, fn, task=task, api_name=f"{task}_example", **common)
+    # Gradio's own example cache stays off (explicitly: Spaces set GRADIO_CACHE_EXAMPLES=true): it would generate
+    # outside the queue, where nothing can be stopped and everyone waits.
+    examples = gr.Examples(rows, inputs, cache_examples=False, label=label, examples_per_page=MAX_EXAMPLES,
+                           example_labels=labels, elem_id=f"{task}-examples")
+    if fn is None:  # the model cannot do this task: fill the inputs only, nothing to generate
+        return examples, None
+    return examples, ExampleRuns(task, rows, fn).wire(examples, outputs)
 
 
 def portrait_examples(inputs, fn=None, outputs=None):
-    """Rows of (portrait, speech, aligned)."""
+    """Rows of (portrait, speech, aligned). The bundled portraits are aligned renders: detection is skipped."""
     return _show([[img, snd, True] for img, snd in _pairs()], inputs, "Examples (bundled portraits and speech)",
                  fn=fn, outputs=outputs, task="portrait")
 
@@ -96,12 +101,12 @@ def orbit_examples(inputs, fn=None, outputs=None, load_camera=None, camera_outpu
         snd = None if i % 2 == 0 else snd  # silent and talking orbits
         rows.append([img, snd, True, text])
         labels.append(f"{_name(img)} + {_name(camera)} camera + {_name(snd)}")
-    examples = _show(rows, inputs, "Examples (bundled portraits and camera paths)", labels, fn=fn, outputs=outputs,
-                     task="orbit")
+    examples, runs = _show(rows, inputs, "Examples (bundled portraits and camera paths)", labels, fn=fn,
+                           outputs=outputs, task="orbit")
     if examples is not None and load_camera is not None:
-        # Its own listener on the click, beside the cache's: the editor redraws at once, not after a first generation.
+        # Its own listener on the click: the editor redraws at once, not after the example's video is generated.
         # Gradio's example dataset hands listeners (index, row), the row without all-empty columns.
         column = examples.inputs_with_examples.index(inputs[3])
         examples.dataset.click(lambda picked: load_camera(picked[1][column]), examples.dataset, camera_outputs,
                                queue=False, show_progress="hidden", api_visibility="private")
-    return examples
+    return examples, runs

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import random
-import threading
 from dataclasses import dataclass
 
 import gradio as gr
 
+from starcaster.pipeline_inputs import SAMPLING_LIMITS, check_sampling
+
+from .jobs import current_job
 from .model import GPU, MODEL_CONCURRENCY_ID, get_pipeline
-from .streaming import FALLBACK_NOTE, can_stream, new_output_dir, stream_segments
+from .streaming import FALLBACK_NOTE, can_stream, new_output_dir, remove_output_dir, stream_segments
 
 MAX_SEED = 2**31 - 1
 
-# The queue's model slot (``MODEL_CONCURRENCY_ID``) orders the tabs' generations; cached examples are computed outside
-# the queue (Gradio runs them inside the example-loading event), so both paths also take this lock around sampling:
-# the model never runs two generations at once, whoever asked.
-SAMPLER_LOCK = threading.Lock()
-SAMPLER_WAIT_SECONDS = 1800  # an example run gives up (with a message) rather than hang behind a lost lock
+# Every event that runs the model (each tab's run button, each example that is not cached yet) queues on this one
+# slot: the model runs one generation at a time, in the order visitors asked, and Stop can cancel any of them.
+MODEL_SLOT = dict(concurrency_id=MODEL_CONCURRENCY_ID, concurrency_limit=1)
 
 
 @dataclass
@@ -58,13 +59,16 @@ class Controls:
             with gr.Row():
                 seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id=f"{elem_prefix}-seed")
                 randomize = gr.Checkbox(False, label="Random seed (the one used is shown)")
+            # The library's ranges (pipeline_inputs.SAMPLING_LIMITS): what the sliders allow, the API accepts.
             with gr.Row():
-                steps = gr.Slider(1, 50, value=default_steps, step=1, label="Denoising steps", elem_id=f"{elem_prefix}-steps")
-                guidance = gr.Slider(1.0, 8.0, value=3.0, step=0.1, label="Guidance (CFG)")
+                steps = gr.Slider(*SAMPLING_LIMITS["steps"], value=default_steps, step=1, label="Denoising steps",
+                                  elem_id=f"{elem_prefix}-steps")
+                guidance = gr.Slider(*SAMPLING_LIMITS["guidance"], value=3.0, step=0.1, label="Guidance (CFG)")
+            strength = SAMPLING_LIMITS["strength"]
             with gr.Row():
-                audio_s = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Audio strength")
-                identity_s = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Identity strength")
-                camera_s = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Camera strength")
+                audio_s = gr.Slider(*strength, value=1.0, step=0.05, label="Audio strength")
+                identity_s = gr.Slider(*strength, value=1.0, step=0.05, label="Identity strength")
+                camera_s = gr.Slider(*strength, value=1.0, step=0.05, label="Camera strength")
         return cls(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
 
     def inputs(self) -> list:
@@ -94,19 +98,20 @@ class Outputs:
     def components(self) -> list:
         return [self.video, self.download, self.seed, self.status, self.run]
 
-    def example_components(self) -> list:
-        """What a cached example fills: the finished video (not streamed), the mp4, the seed and the status."""
-        return [self.video, self.download, self.seed, self.status]
-
 
 def sampling_args(seed, randomize, steps, guidance, audio_strength, identity_strength, camera_strength) -> dict:
+    """The pipeline's sampling arguments, checked by the library's own rules (the API can send anything)."""
     if randomize:
         seed = random.randint(0, MAX_SEED)
-    if seed is None or not 0 <= int(seed) <= MAX_SEED:
-        raise ValueError(f"The seed must be a whole number between 0 and {MAX_SEED}.")
-    return dict(seed=int(seed), steps=int(steps), guidance=float(guidance),
-                strengths=dict(audio=float(audio_strength), identity=float(identity_strength),
-                               camera=float(camera_strength)))
+    try:
+        number = float(seed)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number == int(number) and 0 <= number <= MAX_SEED):
+        raise ValueError(f"The seed must be a whole number between 0 and {MAX_SEED}, got {seed!r}.")
+    steps, guidance, strengths = check_sampling(
+        steps, guidance, dict(audio=audio_strength, identity=identity_strength, camera=camera_strength))
+    return dict(seed=int(number), steps=steps, guidance=guidance, strengths=strengths)
 
 
 def require(task: str, pipe=None) -> None:
@@ -122,38 +127,51 @@ def unavailable(pipe) -> dict:
 
 
 @GPU(duration=180)
-def run_stream(task: str, progress: gr.Progress, notes: str = "", **kwargs):
-    """Run the sampler and yield the tab's outputs (video chunk, mp4, seed, status, run) once per finished segment."""
+def run_stream(task: str, progress: gr.Progress, notes: str = "", keep=None, **kwargs):
+    """Run the sampler and yield the tab's outputs (video chunk, mp4, seed, status, run) once per finished segment.
+
+    ``keep(mp4, frames) -> (mp4, status)`` may move the finished video elsewhere (the example cache) and word its
+    status. The run's folder is deleted when the run ends, however it ends: Gradio serves its own copies.
+    """
     pipe = get_pipeline()
     require(task, pipe)
     streaming = can_stream()
     seed = kwargs["seed"]
     run = RunState()
+    cancel = current_job()  # set when the visitor stops: the sampler then ends within one denoising step
     progress(0.0, desc="Starting")
-    busy = SAMPLER_LOCK.locked()  # only an example being cached can hold it: tab runs already queue one at a time
-    yield gr.skip(), gr.skip(), seed, "Waiting for an example being generated..." if busy else "Starting...", run
-    # Held across yields: Gradio closes this generator on Stop or disconnect, which releases it.
-    with SAMPLER_LOCK:
-        segments = pipe.stream(task=task, **kwargs)
-        for update in stream_segments(segments, new_output_dir(), streaming=streaming):
+    yield gr.skip(), gr.skip(), seed, "Starting...", run
+    out_dir = new_output_dir()
+    try:
+        segments = pipe.stream(task=task, cancel=cancel, **kwargs)
+        for update in stream_segments(segments, out_dir, streaming=streaming):
             k, total = update.segment, update.num_segments
             run = RunState(k, total, update.frames_done, finished=bool(update.final))
             progress((k, total), desc=f"Segment {k} of {total}", unit="segments")
             status = f"Segment {k} of {total} done ({update.frames_done} frames, seed {seed})."
-            if update.final:
+            final = update.final
+            if final:
                 status = f"Done: {update.frames_done} frames at {pipe.fps:g} fps, seed {seed}. {notes}".strip()
+                if keep is not None:
+                    final, status = keep(final, update.frames_done)
             if streaming:
                 video = update.chunk if update.chunk else gr.skip()
             else:
-                video = update.final if update.final else gr.skip()
-            yield video, update.final or gr.skip(), seed, status, run
+                video = final if final else gr.skip()
+            yield video, final or gr.skip(), seed, status, run
+    except ValueError:
+        if cancel.is_set():  # stopped before the first segment was finished: nothing to show, nothing wrong
+            return
+        raise
+    finally:
+        remove_output_dir(out_dir)
 
 
-def wire(button: gr.Button, stop: gr.Button, fn, inputs: list, outputs: Outputs, api_name: str):
-    """Generation events of every tab go through one queue slot (the model), and Stop cancels them."""
-    event = button.click(fn, inputs, outputs.components(), api_name=api_name,
-                         concurrency_id=MODEL_CONCURRENCY_ID, concurrency_limit=1)
-    # Stop cancels the run (Gradio closes the generator: the sampler stops between segments) and says where.
-    stop.click(stopped_status, outputs.run, [outputs.status, outputs.run], cancels=[event], queue=False,
-               api_visibility="private")
+def wire(button: gr.Button, stop: gr.Button, fn, inputs: list, outputs: Outputs, api_name: str, also_cancels=()):
+    """Generation events of every tab go through one queue slot (the model), and Stop cancels them (and
+    ``also_cancels``: the tab's example runs)."""
+    event = button.click(fn, inputs, outputs.components(), api_name=api_name, **MODEL_SLOT)
+    # Stop cancels the run (the sampler stops within a denoising step) and says where.
+    stop.click(stopped_status, outputs.run, [outputs.status, outputs.run], cancels=[event, *also_cancels],
+               queue=False, api_visibility="private")
     return event

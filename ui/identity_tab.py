@@ -10,7 +10,6 @@ import gradio as gr
 
 from . import capabilities, examples
 from .errors import user_errors
-from .example_cache import run_example
 from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
 from .inputs import face_crop, max_seconds, read_audio, read_identity
 from .model import get_pipeline
@@ -52,10 +51,10 @@ def generate(image, embedding, audio, already_aligned, seed, randomize, steps, g
     yield from run_stream(TASK, progress, notes=notes, **inputs, **args)
 
 
-@user_errors
-def example(image, audio, already_aligned):
-    inputs, _ = request(image, None, audio, already_aligned)
-    return run_example(TASK, **inputs)
+def example(row):
+    """An example row (photo, speech, aligned) -> (the pipeline's inputs, a note)."""
+    image, audio, already_aligned = row
+    return request(image, None, audio, already_aligned)
 
 
 def build() -> None:
@@ -79,5 +78,5 @@ def build() -> None:
             outputs = Outputs.build(controls.seed, "identity")
 
     inputs = [image, embedding, audio, aligned] + controls.inputs() + [seconds]  # appended: keeps the API order
-    wire(button, stop, generate, inputs, outputs, api_name="identity")
-    examples.identity_examples([image, audio, aligned], example if available else None, outputs.example_components())
+    _, runs = examples.identity_examples([image, audio, aligned], example if available else None, outputs)
+    wire(button, stop, generate, inputs, outputs, api_name="identity", also_cancels=[runs.event] if runs else [])

@@ -8,7 +8,6 @@ from . import camera_keyframes as ck
 from . import capabilities, examples
 from .camera_editor import CameraEditor, on_json
 from .errors import user_errors
-from .example_cache import run_example
 from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
 from .inputs import face_crop, max_seconds, read_audio
 from .model import get_pipeline
@@ -43,9 +42,10 @@ def generate(image, audio, camera_json, seconds, already_aligned, seed, randomiz
     yield from run_stream(TASK, progress, **inputs, **args)
 
 
-@user_errors
-def example(image, audio, already_aligned, camera_json):
-    return run_example(TASK, **request(image, audio, camera_json, None, already_aligned))
+def example(row):
+    """An example row (portrait, speech or None, aligned, camera JSON) -> (the pipeline's inputs, a note)."""
+    image, audio, already_aligned, camera_json = row
+    return request(image, audio, camera_json, None, already_aligned), ""
 
 
 def build() -> None:
@@ -67,10 +67,9 @@ def build() -> None:
             outputs = Outputs.build(controls.seed, "orbit")
 
     inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs()
-    wire(button, stop, generate, inputs, outputs, api_name="orbit")
-    examples.orbit_examples([image, audio, aligned, editor.json], example if available else None,
-                            outputs.example_components(), load_camera=_example_camera,
-                            camera_outputs=[editor.table, editor.plot])
+    _, runs = examples.orbit_examples([image, audio, aligned, editor.json], example if available else None, outputs,
+                                      load_camera=_example_camera, camera_outputs=[editor.table, editor.plot])
+    wire(button, stop, generate, inputs, outputs, api_name="orbit", also_cancels=[runs.event] if runs else [])
 
 
 def _example_camera(camera_json):

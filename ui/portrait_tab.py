@@ -6,7 +6,6 @@ import gradio as gr
 
 from . import capabilities, examples
 from .errors import user_errors
-from .example_cache import run_example
 from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
 from .inputs import face_crop, read_audio
 from .model import get_pipeline
@@ -32,9 +31,10 @@ def generate(image, audio, already_aligned, seed, randomize, steps, guidance, au
     yield from run_stream(TASK, progress, **inputs, **args)
 
 
-@user_errors
-def example(image, audio, already_aligned):
-    return run_example(TASK, **request(image, audio, already_aligned))
+def example(row):
+    """An example row (portrait, speech, aligned) -> (the pipeline's inputs, a note)."""
+    image, audio, already_aligned = row
+    return request(image, audio, already_aligned), ""
 
 
 def build() -> None:
@@ -53,5 +53,5 @@ def build() -> None:
             outputs = Outputs.build(controls.seed, "portrait")
 
     inputs = [image, audio, aligned] + controls.inputs()
-    wire(button, stop, generate, inputs, outputs, api_name="portrait")
-    examples.portrait_examples([image, audio, aligned], example if available else None, outputs.example_components())
+    _, runs = examples.portrait_examples([image, audio, aligned], example if available else None, outputs)
+    wire(button, stop, generate, inputs, outputs, api_name="portrait", also_cancels=[runs.event] if runs else [])

@@ -9,14 +9,21 @@ chunk makes the whole stream silent.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
 OUTPUT_ROOT = os.path.join(tempfile.gettempdir(), "starcaster-ui")
+# A run's folder (its chunks and mp4) is deleted as soon as the run ends: Gradio has copied every file it serves into
+# its own cache by then (and deletes those itself, ``delete_cache``). Folders a crash left behind, and the camera
+# editor's exported paths, go once they are this old.
+OUTPUT_MAX_AGE_SECONDS = 3600
+_RUN_FOLDER = re.compile(r"^[0-9a-f]{32}$")  # new_output_dir's names; examples/ and anything else are left alone
 
 FALLBACK_NOTE = (
     "ffmpeg/ffprobe were not found on this machine, so the video is shown when it is finished instead of being "
@@ -30,9 +37,34 @@ def can_stream() -> bool:
 
 
 def new_output_dir() -> str:
+    prune_outputs()
     path = os.path.join(OUTPUT_ROOT, uuid.uuid4().hex)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def remove_output_dir(path: str) -> None:
+    """Delete a run's folder (once Gradio no longer needs it: the run has ended)."""
+    if os.path.dirname(os.path.abspath(path)) == os.path.abspath(OUTPUT_ROOT) and _RUN_FOLDER.match(os.path.basename(path)):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def prune_outputs(max_age: float | None = None) -> None:
+    """Delete run folders older than ``max_age`` seconds (``OUTPUT_MAX_AGE_SECONDS``)."""
+    max_age = OUTPUT_MAX_AGE_SECONDS if max_age is None else max_age
+    try:
+        names = os.listdir(OUTPUT_ROOT)
+    except FileNotFoundError:
+        return
+    now = time.time()
+    for name in names:
+        path = os.path.join(OUTPUT_ROOT, name)
+        try:
+            old = now - os.path.getmtime(path) > max_age
+        except OSError:
+            continue
+        if old and _RUN_FOLDER.match(name):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
