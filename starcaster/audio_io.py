@@ -88,8 +88,7 @@ def load_audio(src, sample_rate: int = DEFAULT_SAMPLE_RATE, max_seconds: float =
     if seconds > max_seconds + _LENGTH_GRACE_S:
         length = f"{source_seconds:.1f} s long" if source_seconds else f"longer than {max_seconds:g} s"
         raise ValueError(
-            f"The {what} is {length}; at most {max_seconds:g} s is accepted (max_seconds). "
-            "Trim it to a shorter clip, or raise max_seconds."
+            f"The {what} is {length}; at most {max_seconds:g} s is accepted (max_seconds). Trim it to a shorter clip."
         )
     return np.clip(samples, -1.0, 1.0, out=samples)
 

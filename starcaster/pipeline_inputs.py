@@ -38,6 +38,14 @@ def _number(name: str, value, low, high) -> float:
     return number
 
 
+def check_audio_length(samples, sample_rate: int, fps: float) -> None:
+    """Refuse audio shorter than one video frame (it would make no video): a ValueError giving both lengths."""
+    minimum = sample_rate / fps
+    if len(samples) < minimum:
+        raise ValueError(f"The audio is too short ({len(samples) / sample_rate * 1000:.0f} ms): it must last at least "
+                         f"{1000 / fps:.0f} ms (one video frame).")
+
+
 def check_sampling(steps, guidance, strengths=None) -> tuple[int, float, dict]:
     """(steps, guidance, {stream: strength}) checked against ``SAMPLING_LIMITS``; ValueError saying what is wrong."""
     steps_value = _number("steps", steps, *SAMPLING_LIMITS["steps"])
@@ -82,6 +90,7 @@ def prepare_inputs(pipe, task, image=None, audio=None, camera=None, identity=Non
     samples = None
     if audio is not None:
         samples = load_audio(audio, sample_rate=cfg.sample_rate, max_seconds=cfg.max_audio_seconds)
+        check_audio_length(samples, cfg.sample_rate, cfg.fps)  # before the silence test: too short is not silent
         if is_silent(samples):
             if task != "orbit":
                 raise ValueError("The audio is silent: there is no speech to drive the lips. Upload speech audio, "

@@ -172,3 +172,88 @@ def test_orbit_endpoint_silent_with_keyframes_and_random_seed(client, files, pip
     assert isinstance(seed, int) and 0 <= seed < 2**31 and f"seed {seed}" in result[3]
 
 
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims ``width`` x ``height`` (one empty data chunk): what a decompression bomb looks like."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case, expected, absent",
+    [
+        # Uploads decoded by the library, not by Gradio's preprocessing (item 3).
+        ("garbage_image", "could not read the photo", "preprocess"),
+        ("huge_image", "400,000,000 pixels", "preprocess"),
+        # Messages name the upload as the visitor knows it, quotes unescaped (item 5).
+        ("tiny_image", "the photo is 1x1 pixels", "/tmp"),
+        # Messages say what is really wrong (item 6).
+        ("short_audio", "at least 40 ms", "second"),
+        ("too_long_audio", "at most", "raise max_seconds"),
+        ("nan_camera_without_length", "nan", "between 1 and"),
+        ("no_face", "no face found in the photo", "tick 'already"),
+        # Raw API values beyond the sliders (item 7).
+        # (Gradio refuses slider values past their range itself; the ranges are the library's.)
+        ("huge_guidance", "greater than maximum value 10", None),
+        ("negative_strength", "less than minimum value 0", None),
+    ],
+)
+def test_messages_name_the_upload_and_the_real_problem(client, files, pipe, tmp_path, case, expected, absent):
+    from PIL import Image
+
+    image, audio, aligned, sampling = files["portrait"], files["speech"], True, dict(SAMPLING)
+    api = "/portrait"
+    if case == "garbage_image":
+        image = str(tmp_path / "garbage.png")
+        (tmp_path / "garbage.png").write_bytes(bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8)))
+    elif case == "huge_image":
+        image = _png_header_only(tmp_path / "huge.png", 20000, 20000)
+    elif case == "tiny_image":
+        Image.new("RGB", (1, 1)).save(tmp_path / "tiny_1x1.png")
+        image = str(tmp_path / "tiny_1x1.png")
+    elif case == "short_audio":
+        audio = _wav(tmp_path / "short.wav", _speech_like(0.006))
+    elif case == "too_long_audio":
+        audio = _wav(tmp_path / "long.wav", _speech_like(max_seconds(pipe) + 2))
+    elif case == "no_face":
+        image, aligned = files["flat"], False
+    elif case == "huge_guidance":
+        sampling["guidance"] = 50.0
+    elif case == "negative_strength":
+        sampling["audio_s"] = -1.0
+    if case == "nan_camera_without_length":
+        camera = '{"keyframes": [{"frame": 0, "azimuth": NaN, "elevation": 0}]}'
+        call = lambda: client.predict(handle_file(image), None, camera, 1.0, True, *SAMPLING.values(),  # noqa: E731
+                                      api_name="/orbit")
+    else:
+        call = lambda: client.predict(handle_file(image), handle_file(audio), aligned, *sampling.values(),  # noqa: E731
+                                      api_name=api)
+    with pytest.raises(Exception) as info:
+        call()
+    message = str(info.value)
+    assert expected in message.lower(), message
+    assert absent is None or absent not in message, message
+    assert "&#x27;" not in message and "/tmp/" not in message and "Traceback" not in message, message
+    if case == "no_face":
+        assert message.count("aligned portrait") == 1, message
+
+
+def test_nan_sampling_values_are_named_as_such(server):
+    """gradio_client cannot send NaN (strict JSON); a raw request can, and Gradio's sliders let it through."""
+    import httpx
+
+    url = server.local_url + "gradio_api/call/portrait"
+    body = '{"data": [null, null, true, 0, false, NaN, 3.0, 1.0, 1.0, 1.0]}'
+    event = httpx.post(url, content=body, headers={"Content-Type": "application/json"}).json()["event_id"]
+    answer = httpx.get(f"{url}/{event}", timeout=60).text
+    assert "steps must be a number between 1 and 100, got NaN" in answer, answer
+    assert "convert" not in answer

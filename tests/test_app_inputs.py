@@ -13,7 +13,7 @@ RATE = 16000
 
 def fake_pipe(dim=64):
     return SimpleNamespace(sample_rate=RATE, fps=25.0, max_audio_seconds=60.0,
-                           config=SimpleNamespace(face_encoder={"embedding_dim": dim}))
+                           settings=SimpleNamespace(face_encoder={"embedding_dim": dim}))
 
 
 def tone(amplitude, seconds=1.0):
@@ -71,3 +71,33 @@ def test_capability_notice_lives_in_the_ui_and_names_what_still_works():
     ]
     only_orbit = SimpleNamespace(capabilities={"portrait": None, "identity": None, "orbit": "No camera stream."})
     assert capability_notice(only_orbit).splitlines()[1:] == ["- No camera stream."]
+
+
+@pytest.mark.parametrize("case, expected, absent", [
+    ("no_face", "pass --aligned", "tick"),
+    ("short_audio", "at least 40 ms", "silent"),
+])
+def test_cli_messages_name_its_flag_and_the_real_problem(tmp_path, capsys, case, expected, absent):
+    """The library's messages as the CLI prints them (the same files the demo words for visitors)."""
+    import warnings
+
+    from PIL import Image
+    from scipy.io import wavfile
+
+    from starcaster.cli import main
+
+    image = tmp_path / "flat.png"
+    Image.fromarray(np.full((160, 160, 3), 128, np.uint8)).save(image)
+    audio = tmp_path / "speech.wav"
+    seconds = 0.006 if case == "short_audio" else 1.0
+    t = np.arange(int(seconds * RATE)) / RATE
+    wavfile.write(audio, RATE, (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16))
+    args = ["generate", "--steps", "1", "--device", "cpu", "--task", "portrait", "--image", str(image),
+            "--audio", str(audio), "--out", str(tmp_path / "out.mp4")]
+    if case == "short_audio":
+        args.append("--aligned")
+    with warnings.catch_warnings(), pytest.raises(SystemExit):
+        warnings.simplefilter("ignore")
+        main(args)
+    err = capsys.readouterr().err
+    assert expected in err and absent not in err, err

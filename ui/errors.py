@@ -24,10 +24,11 @@ def to_gr_error(exc: BaseException) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
     if isinstance(exc, ValueError):
-        # The modal renders HTML: escape, since messages can quote file names.
-        return gr.Error(html.escape(str(exc)), title="Please check the input", print_exception=False)
+        # The modal renders HTML: escape <, > and &, but not quotes (the API would show them as &#x27;).
+        return gr.Error(html.escape(str(exc), quote=False), title="Please check the input", print_exception=False)
     logger.exception("Unexpected error in the demo", exc_info=exc)
-    return gr.Error(html.escape(f"Something went wrong on our side ({type(exc).__name__}: {exc}). Please try again."))
+    return gr.Error(html.escape(f"Something went wrong on our side ({type(exc).__name__}: {exc}). Please try again.",
+                                quote=False))
 
 
 def user_errors(fn):

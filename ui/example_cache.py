@@ -1,7 +1,7 @@
 """Examples that run like any generation: queued on the model slot, streamed with progress, stoppable; then cached.
 
 Clicking an example fills the inputs (``gr.Examples``, no caching of its own) and asks :meth:`ExampleRuns.show`
-(outside the queue: it reads a file) whether that example's video is stored. If it is, the video, the mp4 and the
+(queued, but on no slot: it only reads a file) whether that example's video is stored. If it is, the video, the mp4 and the
 status appear at once, for anyone, and the model is not involved. If not, ``show`` bumps a per-session trigger
 (``gr.State``), whose change event runs :meth:`ExampleRuns.generate` on the model slot shared with the tabs' run
 buttons: it waits its turn like any generation, streams its segments, and the tab's Stop cancels it. A finished
@@ -141,9 +141,11 @@ class ExampleRuns:
     def wire(self, examples: gr.Examples, outputs) -> "ExampleRuns":
         index = gr.Number(None, visible="hidden", precision=0, elem_id=f"{self.task}-example-index")
         trigger = gr.State(0)
+        # Queued (Gradio's browser client acts on a State's change only for queued events) but never waiting: it
+        # reads a file, so it has no concurrency limit and does not share the model's slot.
         examples.dataset.click(user_errors(self.show), [examples.dataset, trigger],
-                               [*outputs.components(), index, trigger], queue=False, show_progress="hidden",
-                               api_visibility="private")
+                               [*outputs.components(), index, trigger], concurrency_limit=None,
+                               show_progress="hidden", api_visibility="private")
         self.event = trigger.change(user_errors(self.generate), index, outputs.components(),
                                     api_name=f"{self.task}_example", **MODEL_SLOT)
         return self

@@ -46,8 +46,8 @@ def request(image, embedding, audio, already_aligned, seconds=3.0) -> tuple[dict
 @user_errors
 def generate(image, embedding, audio, already_aligned, seed, randomize, steps, guidance, audio_s, identity_s,
              camera_s, seconds=3.0, progress=gr.Progress()):
-    inputs, notes = request(image, embedding, audio, already_aligned, seconds)
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
+    inputs, notes = request(image, embedding, audio, already_aligned, seconds)
     yield from run_stream(TASK, progress, notes=notes, **inputs, **args)
 
 

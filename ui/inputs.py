@@ -18,6 +18,19 @@ def max_seconds(pipe) -> float:
     return min(float(pipe.max_audio_seconds), cap)
 
 
+def for_visitor(message: str, path, label: str) -> str:
+    """A library message about ``path`` (a server temp file) with the upload named as the visitor knows it."""
+    if not path:
+        return message
+    path = str(path)
+    for quoted in (f"Image file {path!r}", f"Image file '{path}'", f"Audio file {path!r}", f"audio file {path!r}"):
+        message = message.replace(quoted, label)
+    for quoted in (repr(path), f"'{path}'", f'"{path}"', path):
+        message = message.replace(quoted, label)
+    message = message.replace(f"The {label}", label)  # "The audio file 'x' ..." -> "the audio file ..."
+    return message[:1].upper() + message[1:]
+
+
 def face_crop(pipe, image, already_aligned: bool):
     """(crop the model sees, a one-line note); ``ValueError`` naming what went wrong with the photo."""
     if image is None:
@@ -25,9 +38,12 @@ def face_crop(pipe, image, already_aligned: bool):
     try:
         portrait = pipe.prepare_portrait(image, already_aligned=bool(already_aligned))
     except ValueError as exc:
-        message = str(exc)
-        if not already_aligned and "no face" in message.lower():  # several faces: the visitor should crop instead
-            message = f"{message} {ALIGNED_HINT}"
+        message = for_visitor(str(exc), image, "the photo")
+        if "no face" in message.lower():
+            # The library's hint names its own argument; the visitor has a checkbox (several faces: crop instead).
+            message = "No face found in the photo. Use a photo with one clearly visible, roughly frontal face."
+            if not already_aligned:
+                message = f"{message} {ALIGNED_HINT}"
         raise ValueError(message) from None
     if already_aligned or portrait.face is None:
         note = "Used as given (no face detection)."
@@ -43,15 +59,19 @@ def read_audio(pipe, audio, *, required: bool, allow_silent: bool = False):
             raise ValueError("Please upload a speech recording (wav, mp3, flac...).")
         return None
     from starcaster.audio_io import is_silent, load_audio
+    from starcaster.pipeline_inputs import check_audio_length
 
-    samples = np.asarray(load_audio(audio, pipe.sample_rate, max_seconds(pipe)), dtype=np.float32)
+    try:
+        samples = np.asarray(load_audio(audio, pipe.sample_rate, max_seconds(pipe)), dtype=np.float32)
+    except ValueError as exc:
+        # The library names its argument; a visitor can only trim the clip (the cap is the operator's).
+        message = str(exc).replace(" (max_seconds)", " by this demo")
+        raise ValueError(for_visitor(message, audio, "the audio file")) from None
     if samples.size == 0:
         raise ValueError("The audio file is empty.")
     if not np.all(np.isfinite(samples)):
         raise ValueError("The audio contains invalid (NaN or infinite) samples.")
-    min_samples = pipe.sample_rate / pipe.fps  # at least one video frame
-    if samples.size < min_samples:
-        raise ValueError(f"The audio is too short ({samples.size / pipe.sample_rate * 1000:.0f} ms): give at least a second.")
+    check_audio_length(samples, pipe.sample_rate, pipe.fps)  # the pipeline's own minimum: one video frame
     if not allow_silent and is_silent(samples):  # the pipeline's own test: the mouth would not move
         raise ValueError("The audio is silent: upload a recording with speech in it.")
     return samples, pipe.sample_rate
@@ -63,4 +83,8 @@ def read_identity(pipe, path):
         return None
     from starcaster.conditioning.identity import load_identity_embedding
 
-    return load_identity_embedding(path, int(pipe.settings.face_encoder.get("embedding_dim", 512)))
+    try:
+        return load_identity_embedding(path, int(pipe.settings.face_encoder.get("embedding_dim", 512)))
+    except ValueError as exc:
+        message = str(exc).replace(f"'{os.path.basename(str(path))}'", "file").replace(f"'{path}'", "file")
+        raise ValueError(for_visitor(message, path, "the embedding file")) from None

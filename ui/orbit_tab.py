@@ -37,8 +37,8 @@ def request(image, audio, camera_json, seconds, already_aligned) -> dict:
 @user_errors
 def generate(image, audio, camera_json, seconds, already_aligned, seed, randomize, steps, guidance, audio_s,
              identity_s, camera_s, progress=gr.Progress()):
-    inputs = request(image, audio, camera_json, seconds, already_aligned)
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
+    inputs = request(image, audio, camera_json, seconds, already_aligned)
     yield from run_stream(TASK, progress, **inputs, **args)
 
 

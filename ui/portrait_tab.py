@@ -26,8 +26,8 @@ def request(image, audio, already_aligned) -> dict:
 @user_errors
 def generate(image, audio, already_aligned, seed, randomize, steps, guidance, audio_s, identity_s, camera_s,
              progress=gr.Progress()):
-    inputs = request(image, audio, already_aligned)
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
+    inputs = request(image, audio, already_aligned)
     yield from run_stream(TASK, progress, **inputs, **args)
 
 

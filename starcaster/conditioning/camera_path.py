@@ -263,19 +263,24 @@ class CameraPath:
                 path.keyframes = _check_keyframes(data["keyframes"], len(path))
             return path
         if "keyframes" in data:
-            num_frames = int(_number(data.get("num_frames", 0), "num_frames"))
+            _check_keyframes(data["keyframes"], None)  # the keyframes' own mistakes (NaN...) first
+            if "num_frames" not in data:
+                raise ValueError("A keyframe camera path needs 'num_frames': how many frames the path lasts.")
+            num_frames = int(_number(data["num_frames"], "num_frames"))
             return cls.from_keyframes(data["keyframes"], num_frames, fps=fps)
         raise ValueError("A camera path JSON needs either 'extrinsics' and 'intrinsics', or 'keyframes' and 'num_frames'.")
 
 
 def _number(value, name) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise ValueError(f"Camera path '{name}' must be a finite number, got {value!r}.")
+        shown = "NaN (not a number)" if isinstance(value, float) and np.isnan(value) else repr(value)
+        raise ValueError(f"Camera path '{name}' must be a finite number, got {shown}.")
     return float(value)
 
 
 def _check_keyframes(keyframes, num_frames) -> list[dict]:
-    if not isinstance(num_frames, (int, np.integer)) or not 1 <= num_frames <= MAX_FRAMES:
+    """Checked, sorted keyframes; ``num_frames`` None checks the keyframes alone (not their frames' range)."""
+    if num_frames is not None and (not isinstance(num_frames, (int, np.integer)) or not 1 <= num_frames <= MAX_FRAMES):
         raise ValueError(f"A camera path needs between 1 and {MAX_FRAMES} frames, got {num_frames!r}.")
     if not isinstance(keyframes, (list, tuple)) or not keyframes:
         raise ValueError("Keyframes must be a non-empty list of {frame, azimuth, elevation, distance, fov} objects.")
@@ -288,7 +293,7 @@ def _check_keyframes(keyframes, num_frames) -> list[dict]:
             raise ValueError(f"Keyframe {i} has unknown fields {sorted(unknown)}; allowed: {sorted(_KEYFRAME_KEYS)}.")
         clean = {name: _number(v, f"keyframes[{i}].{name}") for name, v in k.items()}
         clean["frame"] = int(round(clean["frame"]))
-        if not 0 <= clean["frame"] < num_frames:
+        if num_frames is not None and not 0 <= clean["frame"] < num_frames:
             raise ValueError(f"Keyframe {i} is at frame {clean['frame']}, outside the path's 0..{num_frames - 1}.")
         keys.append(clean)
     keys.sort(key=lambda k: k["frame"])

@@ -191,7 +191,7 @@ def test_example_click_shows_its_cached_video(page, shots):
     page.get_by_role("tab", name="Portrait animation").click()
     page.locator("#portrait-examples").get_by_text("face + speech").click()
     page.wait_for_selector("#portrait-crop img", state="attached", timeout=30000)  # the inputs were filled
-    sync_api.expect(page.locator("#portrait-status")).to_contain_text("cached", timeout=120000)
+    sync_api.expect(page.locator("#portrait-status")).to_contain_text("It is cached", timeout=120000)
     page.wait_for_function(
         "() => { const v = document.querySelector('#portrait-video video'); return v && v.readyState >= 2; }",
         timeout=30000)
@@ -206,8 +206,20 @@ def test_orbit_example_redraws_the_editor_at_once_and_plays(page):
     page.locator("#orbit-examples").get_by_text("sweep camera").click()
     _wait_redraw(page, rev)  # the editor shows the example's path before its video is generated
     assert page.evaluate(f"() => document.querySelector('{PLOT}').dataset.numFrames") == "15"
-    sync_api.expect(page.locator("#orbit-status")).to_contain_text("cached", timeout=120000)
+    sync_api.expect(page.locator("#orbit-status")).to_contain_text("It is cached", timeout=120000)
     page.wait_for_function(
         "() => { const v = document.querySelector('#orbit-video video'); return v && v.readyState >= 2; }",
         timeout=30000)
+    assert not page.errors, page.errors
+
+
+def test_an_unreadable_photo_gets_the_apps_message(page, tmp_path):
+    """Gradio's preprocessing used to answer a corrupt upload with "Could not preprocess input component..."."""
+    bad = tmp_path / "garbage.png"
+    bad.write_bytes(bytes(np.random.default_rng(2).integers(0, 256, 4000, dtype=np.uint8)))
+    page.get_by_role("tab", name="Portrait animation").click()
+    page.locator("#portrait-image input[type=file]").set_input_files(str(bad))
+    toast = page.get_by_text("Could not read the photo", exact=False).first
+    sync_api.expect(toast).to_be_visible(timeout=30000)
+    assert page.get_by_text("preprocess", exact=False).count() == 0
     assert not page.errors, page.errors
