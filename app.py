@@ -16,6 +16,7 @@ import gradio as gr  # noqa: E402
 
 from ui import camera_editor, capabilities, identity_tab, orbit_tab, portrait_tab  # noqa: E402
 from ui.errors import MAX_UPLOAD_SIZE  # noqa: E402
+from ui.inputs import operator_max_seconds  # noqa: E402
 from ui.model import get_pipeline, model_name  # noqa: E402
 from ui.streaming import OUTPUT_ROOT  # noqa: E402
 
@@ -45,6 +46,7 @@ def build_demo() -> gr.Blocks:
 
 def launch(host: str = "127.0.0.1", port: int | None = None, *, block: bool = True) -> gr.Blocks:
     """Load the pipeline, build the demo and serve it; ``block=False`` returns at once (tests, notebooks)."""
+    operator_max_seconds()  # a bad STARCASTER_MAX_SECONDS stops here, with its name, not in every request
     get_pipeline()  # the expensive part, once, before the first visitor arrives
     os.makedirs(OUTPUT_ROOT, exist_ok=True)
     demo = build_demo()
@@ -61,7 +63,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.model:
         os.environ[MODEL_ENV] = args.model
-    launch(args.host, args.port)
+    try:
+        launch(args.host, args.port)
+    except ValueError as exc:  # the operator's settings: say which, without a traceback
+        parser.exit(2, f"error: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -101,3 +101,24 @@ def test_cli_messages_name_its_flag_and_the_real_problem(tmp_path, capsys, case,
         main(args)
     err = capsys.readouterr().err
     assert expected in err and absent not in err, err
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "nan", "0"])
+def test_a_bad_max_seconds_stops_the_app_at_start_up_with_its_name(value, monkeypatch, capsys):
+    import app
+
+    monkeypatch.setenv("STARCASTER_MAX_SECONDS", value)
+    with pytest.raises(SystemExit) as info:
+        app.main(["--port", "0"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "STARCASTER_MAX_SECONDS" in err and repr(value) in err, err
+
+
+def test_a_good_max_seconds_caps_the_audio(monkeypatch):
+    from ui.inputs import max_seconds
+
+    monkeypatch.setenv("STARCASTER_MAX_SECONDS", "12.5")
+    assert max_seconds(fake_pipe()) == 12.5
+    monkeypatch.delenv("STARCASTER_MAX_SECONDS")
+    assert max_seconds(fake_pipe()) == 30.0

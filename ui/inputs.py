@@ -12,10 +12,28 @@ MAX_SECONDS_ENV = "STARCASTER_MAX_SECONDS"
 DEFAULT_MAX_SECONDS = 30.0  # a shared demo: one visitor's ten-minute clip would hold the model slot for everyone
 
 
+def operator_max_seconds() -> float:
+    """The operator's cap (``STARCASTER_MAX_SECONDS``, default 30); a ValueError naming the variable when it is bad.
+
+    Checked at start-up (``app.launch``): a bad value must stop the server with its name, not fail every visitor's
+    request with a message about their input.
+    """
+    text = os.environ.get(MAX_SECONDS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"{MAX_SECONDS_ENV}={text!r} is not a positive number of seconds (the longest audio the "
+                         f"demo accepts; default {DEFAULT_MAX_SECONDS:g}).")
+    return value
+
+
 def max_seconds(pipe) -> float:
     """The longest audio (or silent orbit) the demo accepts: the pipeline's limit, capped for a shared server."""
-    cap = float(os.environ.get(MAX_SECONDS_ENV, DEFAULT_MAX_SECONDS))
-    return min(float(pipe.max_audio_seconds), cap)
+    return min(float(pipe.max_audio_seconds), operator_max_seconds())
 
 
 def for_visitor(message: str, path, label: str) -> str:
