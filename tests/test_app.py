@@ -257,3 +257,11 @@ def test_nan_sampling_values_are_named_as_such(server):
     answer = httpx.get(f"{url}/{event}", timeout=60).text
     assert "steps must be a number between 1 and 100, got NaN" in answer, answer
     assert "convert" not in answer
+
+
+def test_view_api_names_the_status_output(client):
+    info = client.view_api(return_format="dict", print_info=False)
+    for name in ("/portrait", "/identity", "/orbit"):
+        returns = [r.get("label") for r in info["named_endpoints"][name]["returns"]]
+        assert "status" in returns, returns
+        assert not any(str(label).startswith("value_") for label in returns), returns

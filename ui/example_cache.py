@@ -72,7 +72,8 @@ class ExampleRuns:
     def __init__(self, task: str, rows: list, request):
         self.task, self.rows, self.request = task, rows, request
         self.folder = Path(CACHE_ROOT) / f"{task}-{fingerprint(rows, get_pipeline())}"
-        self.event = None
+        self.event = None  # the model-slot run (Stop cancels it)
+        self.trigger = None  # the per-session State whose change starts it
 
     # -- the cache ------------------------------------------------------------------------------------------------
     def _paths(self, index: int) -> tuple[Path, Path]:
@@ -140,7 +141,7 @@ class ExampleRuns:
 
     def wire(self, examples: gr.Examples, outputs) -> "ExampleRuns":
         index = gr.Number(None, visible="hidden", precision=0, elem_id=f"{self.task}-example-index")
-        trigger = gr.State(0)
+        trigger = self.trigger = gr.State(0)
         # Queued (Gradio's browser client acts on a State's change only for queued events) but never waiting: it
         # reads a file, so it has no concurrency limit and does not share the model's slot.
         examples.dataset.click(user_errors(self.show), [examples.dataset, trigger],

@@ -92,7 +92,7 @@ class Outputs:
         if not streaming:
             gr.Markdown(f"*{FALLBACK_NOTE}*")
         download = gr.File(label="Download the complete mp4", interactive=False, elem_id=f"{elem_prefix}-mp4", height=90)
-        status = gr.Markdown("", elem_id=f"{elem_prefix}-status")
+        status = gr.Markdown("", label="status", elem_id=f"{elem_prefix}-status")  # the label names it in view_api()
         return cls(video, download, status, seed, gr.State(None))
 
     def components(self) -> list:
@@ -167,11 +167,13 @@ def run_stream(task: str, progress: gr.Progress, notes: str = "", keep=None, **k
         remove_output_dir(out_dir)
 
 
-def wire(button: gr.Button, stop: gr.Button, fn, inputs: list, outputs: Outputs, api_name: str, also_cancels=()):
-    """Generation events of every tab go through one queue slot (the model), and Stop cancels them (and
-    ``also_cancels``: the tab's example runs)."""
+def wire(button: gr.Button, stop: gr.Button, fn, inputs: list, outputs: Outputs, api_name: str, examples=None):
+    """Generation events of every tab go through one queue slot (the model), and Stop cancels them (and the runs of
+    the tab's ``examples``, an ``example_cache.ExampleRuns``)."""
     event = button.click(fn, inputs, outputs.components(), api_name=api_name, **MODEL_SLOT)
+    runs = [event] + ([examples.event] if examples is not None else [])
     # Stop cancels the run (the sampler stops within a denoising step) and says where.
-    stop.click(stopped_status, outputs.run, [outputs.status, outputs.run], cancels=[event, *also_cancels],
-               queue=False, api_visibility="private")
+    stop.click(stopped_status, outputs.run, [outputs.status, outputs.run], cancels=runs, queue=False,
+               api_visibility="private")
     return event
+

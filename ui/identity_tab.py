@@ -79,4 +79,4 @@ def build() -> None:
 
     inputs = [image, embedding, audio, aligned] + controls.inputs() + [seconds]  # appended: keeps the API order
     _, runs = examples.identity_examples([image, audio, aligned], example if available else None, outputs)
-    wire(button, stop, generate, inputs, outputs, api_name="identity", also_cancels=[runs.event] if runs else [])
+    wire(button, stop, generate, inputs, outputs, api_name="identity", examples=runs)

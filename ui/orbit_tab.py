@@ -69,7 +69,7 @@ def build() -> None:
     inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs()
     _, runs = examples.orbit_examples([image, audio, aligned, editor.json], example if available else None, outputs,
                                       load_camera=_example_camera, camera_outputs=[editor.table, editor.plot])
-    wire(button, stop, generate, inputs, outputs, api_name="orbit", also_cancels=[runs.event] if runs else [])
+    wire(button, stop, generate, inputs, outputs, api_name="orbit", examples=runs)
 
 
 def _example_camera(camera_json):

@@ -54,4 +54,4 @@ def build() -> None:
 
     inputs = [image, audio, aligned] + controls.inputs()
     _, runs = examples.portrait_examples([image, audio, aligned], example if available else None, outputs)
-    wire(button, stop, generate, inputs, outputs, api_name="portrait", also_cancels=[runs.event] if runs else [])
+    wire(button, stop, generate, inputs, outputs, api_name="portrait", examples=runs)
