@@ -101,10 +101,11 @@ class ExampleRuns:
 
         return keep
 
-    def _show_cached(self, entry: dict) -> tuple:
-        # A streaming gr.Video passes its value through unprocessed: a FileData plays as an ordinary (whole) video.
-        # Without ffmpeg/ffprobe the Video is not streaming and wants the plain path.
-        video = FileData(path=entry["mp4"]) if can_stream() else entry["mp4"]
+    def _show_cached(self, entry: dict, queued_stream: bool = False) -> tuple:
+        # Outside the queue a streaming gr.Video passes its value through unprocessed: a FileData plays as an
+        # ordinary (whole) video. Inside a streaming (generator) event every value goes through Gradio's chunk
+        # encoder, which wants an .mp4 path, and so does a Video that is not streaming (no ffmpeg/ffprobe).
+        video = FileData(path=entry["mp4"]) if can_stream() and not queued_stream else entry["mp4"]
         return video, entry["mp4"], entry["seed"], entry["status"], RunState(finished=True)
 
     def _index(self, index) -> int:
@@ -131,7 +132,7 @@ class ExampleRuns:
         k = self._index(index)
         entry = self.cached(k)
         if entry is not None:
-            yield self._show_cached(entry)
+            yield self._show_cached(entry, queued_stream=True)
             return
         pipe = get_pipeline()
         require(self.task, pipe)
