@@ -13,3 +13,42 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+STAND_IN_RATE = 16000
+
+
+def speech_wav(path, seconds, rate=STAND_IN_RATE) -> str:
+    """A mono 16-bit WAV of speech-like sound (a 160 Hz tone, four 'syllables' a second)."""
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    samples = 0.4 * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * np.sin(2 * np.pi * 160 * t)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((samples * 32767).astype("<i2").tobytes())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A stand-in for the app's ``assets/`` folder, small enough that an example samples in seconds: one 128x128
+    noise portrait, 0.6 s of speech (one 16-frame segment at 25 fps) and a 15-frame camera sweep."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("assets")
+    for sub in ("portraits", "audio", "cameras"):
+        (root / sub).mkdir()
+    Image.fromarray((np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)).save(
+        root / "portraits" / "face.png")
+    speech_wav(root / "audio" / "speech.wav", 0.6)
+    (root / "cameras" / "sweep.json").write_text(json.dumps({"num_frames": 15, "fps": 25, "keyframes": [
+        {"frame": 0, "azimuth": -30, "elevation": 0}, {"frame": 14, "azimuth": 30, "elevation": 0}]}))
+    return root

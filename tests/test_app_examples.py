@@ -4,9 +4,6 @@ Examples come from a tiny stand-in ``assets/`` folder (one portrait, 0.6 s of sp
 the pipeline's ``stream`` is wrapped to count how often the model is asked to generate.
 """
 
-import json
-import wave
-
 import numpy as np
 import pytest
 
@@ -17,32 +14,7 @@ from ui import example_cache, examples, generation  # noqa: E402
 from ui.model import get_pipeline  # noqa: E402
 
 RATE = 16000
-SECONDS = 0.6  # one 16-frame segment at 25 fps
-
-
-def _wav(path, seconds):
-    t = np.arange(int(seconds * RATE)) / RATE
-    samples = 0.4 * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * np.sin(2 * np.pi * 160 * t)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((samples * 32767).astype("<i2").tobytes())
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("assets")
-    for sub in ("portraits", "audio", "cameras"):
-        (root / sub).mkdir()
-    Image.fromarray((np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)).save(
-        root / "portraits" / "face.png")
-    _wav(root / "audio" / "speech.wav", SECONDS)
-    (root / "cameras" / "sweep.json").write_text(json.dumps({"num_frames": 15, "fps": 25, "keyframes": [
-        {"frame": 0, "azimuth": -30, "elevation": 0}, {"frame": 14, "azimuth": 30, "elevation": 0}]}))
-    return root
+SECONDS = 0.6  # the stand-in assets' speech (conftest.assets): one 16-frame segment at 25 fps
 
 
 @pytest.fixture

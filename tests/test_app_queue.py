@@ -4,45 +4,14 @@ An example's first click queues on the model slot like any run, streams and is t
 the sampler within a denoising step and frees the slot at once; a run's output folder is deleted when it ends.
 """
 
-import json
 import os
 import time
-import wave
 
-import numpy as np
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.utils import Status  # noqa: E402
-
-RATE = 16000
-
-
-def _wav(path, seconds):
-    t = np.arange(int(seconds * RATE)) / RATE
-    samples = 0.4 * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * np.sin(2 * np.pi * 160 * t)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((samples * 32767).astype("<i2").tobytes())
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("assets")
-    for sub in ("portraits", "audio", "cameras"):
-        (root / sub).mkdir()
-    Image.fromarray((np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)).save(
-        root / "portraits" / "face.png")
-    _wav(root / "audio" / "speech.wav", 0.6)
-    (root / "cameras" / "sweep.json").write_text(json.dumps({"num_frames": 15, "fps": 25, "keyframes": [
-        {"frame": 0, "azimuth": -30, "elevation": 0}, {"frame": 14, "azimuth": 30, "elevation": 0}]}))
-    return root
 
 
 @pytest.fixture(scope="module")
