@@ -17,7 +17,8 @@ import gradio as gr  # noqa: E402
 from ui import camera_editor, capabilities, identity_tab, orbit_tab, portrait_tab  # noqa: E402
 from ui.errors import MAX_UPLOAD_SIZE  # noqa: E402
 from ui.inputs import operator_max_seconds  # noqa: E402
-from ui.model import get_pipeline, model_name  # noqa: E402
+from ui.model import MODEL_CONCURRENCY_ID, get_pipeline, model_name  # noqa: E402
+from ui.queue_eta import position_only  # noqa: E402
 from ui.streaming import OUTPUT_ROOT  # noqa: E402
 
 TITLE = "STARCaster: talking portraits from any viewpoint"
@@ -41,6 +42,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Free-viewpoint orbit", id="orbit"):
                 orbit_tab.build()
     demo.queue(max_size=16, default_concurrency_limit=4)
+    position_only(demo, MODEL_CONCURRENCY_ID)  # Gradio's average-based ETA is wrong for jobs of different lengths
     return demo
 
 

@@ -144,12 +144,21 @@ def test_stop_says_at_which_segment_the_generation_stopped(assets, pipe, monkeyp
     assert "before the first segment" in generation.stopped_status(state)[0]
     *_, status, state = next(run)
     assert (state.segment, state.num_segments, state.frames) == (1, 3, 16) and "Segment 1 of 3" in status
+    assert "s left" in status, status  # the queue shows no time: the run says what its own pace predicts
     run.close()  # what Gradio does on Stop
     assert sampled == [0], "the sampler went on after Stop"
 
     status, after = generation.stopped_status(state)
     assert "Stopped during segment 2 of 3" in status and "16 frames" in status and after.finished
     assert isinstance(generation.stopped_status(after)[0], type(gr.skip()))  # a second Stop changes nothing
+
+
+def test_the_time_left_comes_from_the_runs_own_pace():
+    from ui.queue_eta import time_left
+
+    assert time_left(100.0, 2, 5, now=110.0) == ", about 15 s left"
+    assert time_left(0.0, 1, 16, now=20.0) == ", about 5 min left"
+    assert time_left(0.0, 0, 3, now=5.0) == "" and time_left(0.0, 3, 3, now=5.0) == ""
 
 
 def test_untrained_weights_are_announced(pipe, monkeypatch):

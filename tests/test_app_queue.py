@@ -155,3 +155,25 @@ def test_a_runs_output_folder_is_deleted_when_it_ends(server, assets, sampler_lo
     left = set(os.listdir(streaming.OUTPUT_ROOT)) - before
     assert not left, f"run folders left behind: {left}"
     assert not os.path.exists(stale), "an hour-old run folder was not pruned"
+
+
+def test_a_queued_visitor_is_told_their_place_not_a_guessed_time(server, assets):
+    """Gradio guessed each wait from the average duration of the event's earlier runs, whatever their length (3.5x
+    too high in the issue); the model slot now reports the place in the queue and no time."""
+    face, camera = handle_file(str(assets / "portraits" / "face.png")), (assets / "cameras" / "sweep.json").read_text()
+    # A short finished orbit gives Gradio an average orbit to extrapolate from.
+    _client(server).predict(face, None, camera, 0.6, True, 0, False, 1, 3.0, 1.0, 1.0, 1.0, api_name="/orbit")
+    busy = _long_orbit(_client(server), assets)
+    waiting = None
+    try:
+        _wait(lambda: _processing(busy), 120, "the long orbit to start")
+        waiting = _long_orbit(_client(server), assets)
+        _wait(lambda: waiting.status().code == Status.IN_QUEUE, 30, "the second orbit to be queued")
+        time.sleep(1.0)
+        status = waiting.status()
+        assert status.code == Status.IN_QUEUE and status.rank == 0 and status.queue_size == 1, status
+        assert status.eta is None, f"a guessed wait of {status.eta:.1f} s for a job queued behind 16 segments"
+    finally:
+        for job in (waiting, busy):
+            if job is not None:
+                job.cancel()

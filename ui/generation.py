@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass
 
 import gradio as gr
@@ -12,6 +13,7 @@ from starcaster.pipeline_inputs import SAMPLING_LIMITS, check_sampling
 
 from .jobs import current_job
 from .model import GPU, MODEL_CONCURRENCY_ID, get_pipeline
+from .queue_eta import time_left
 from .streaming import FALLBACK_NOTE, can_stream, new_output_dir, remove_output_dir, stream_segments
 
 MAX_SEED = 2**31 - 1
@@ -142,13 +144,15 @@ def run_stream(task: str, progress: gr.Progress, notes: str = "", keep=None, **k
     progress(0.0, desc="Starting")
     yield gr.skip(), gr.skip(), seed, "Starting...", run
     out_dir = new_output_dir()
+    started = time.monotonic()
     try:
         segments = pipe.stream(task=task, cancel=cancel, **kwargs)
         for update in stream_segments(segments, out_dir, streaming=streaming):
             k, total = update.segment, update.num_segments
             run = RunState(k, total, update.frames_done, finished=bool(update.final))
             progress((k, total), desc=f"Segment {k} of {total}", unit="segments")
-            status = f"Segment {k} of {total} done ({update.frames_done} frames, seed {seed})."
+            left = time_left(started, k, total)  # this run's own pace (the queue shows no time: queue_eta.py)
+            status = f"Segment {k} of {total} done ({update.frames_done} frames, seed {seed}){left}."
             final = update.final
             if final:
                 status = f"Done: {update.frames_done} frames at {pipe.fps:g} fps, seed {seed}. {notes}".strip()
