@@ -265,3 +265,24 @@ def test_view_api_names_the_status_output(client):
         returns = [r.get("label") for r in info["named_endpoints"][name]["returns"]]
         assert "status" in returns, returns
         assert not any(str(label).startswith("value_") for label in returns), returns
+
+
+def test_view_api_lists_only_the_inputs_a_call_needs(client, files, pipe):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+
+    def required(name):
+        return [p["parameter_name"] for p in endpoints[name]["parameters"] if not p["parameter_has_default"]]
+
+    assert required("/portrait") == ["image", "audio"]
+    assert required("/identity") == []  # a photo or an embedding, speech optional: each call checks its own
+    assert required("/orbit") == ["image"]  # speech optional: a silent orbit
+    for name in ("/portrait_example", "/identity_example", "/orbit_example"):
+        labels = [p["label"] for p in endpoints[name]["parameters"]]
+        assert not any(label.startswith("parameter_") for label in labels), labels
+
+    # What view_api promises, a call keeps: the optional speech left out.
+    camera = json.dumps({"num_frames": 15, "fps": 25, "keyframes": [{"frame": 0, "azimuth": 0, "elevation": 0},
+                                                                     {"frame": 14, "azimuth": 30, "elevation": 0}]})
+    result = client.predict(image=handle_file(files["portrait"]), camera_json=camera, seconds=SPEECH_SECONDS,
+                            already_aligned=True, steps=1, api_name="/orbit")
+    _assert_video(result, SPEECH_SECONDS, pipe)

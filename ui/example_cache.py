@@ -128,7 +128,8 @@ class ExampleRuns:
         return gr.skip(), None, gr.skip(), status, RunState(), index, (trigger or 0) + 1
 
     def generate(self, index, progress=gr.Progress()):
-        """Stream example ``index`` like a tab's run (or show it, if already stored) and store the finished video."""
+        """Example `index` (0-based, in the page's order): its stored video, or else generated like a tab's run
+        (queued on the model, streamed) and then stored for everyone."""
         k = self._index(index)
         entry = self.cached(k)
         if entry is not None:
@@ -141,7 +142,8 @@ class ExampleRuns:
         yield from run_stream(self.task, progress, notes, keep=self._store(k, settings), **inputs, **settings)
 
     def wire(self, examples: gr.Examples, outputs) -> "ExampleRuns":
-        index = gr.Number(None, visible="hidden", precision=0, elem_id=f"{self.task}-example-index")
+        index = gr.Number(None, visible="hidden", precision=0, label="Example index",  # the label names it in view_api()
+                          elem_id=f"{self.task}-example-index")
         trigger = self.trigger = gr.State(0)
         # Queued (Gradio's browser client acts on a State's change only for queued events) but never waiting: it
         # reads a file, so it has no concurrency limit and does not share the model's slot.

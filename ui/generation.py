@@ -17,6 +17,9 @@ from .queue_eta import time_left
 from .streaming import FALLBACK_NOTE, can_stream, new_output_dir, remove_output_dir, stream_segments
 
 MAX_SEED = 2**31 - 1
+# The sliders' starting values. An API call may leave any of them out (None): it then gets the same.
+SAMPLING_DEFAULTS = dict(seed=0, randomize=False, steps=25, guidance=3.0, audio_strength=1.0, identity_strength=1.0,
+                         camera_strength=1.0)
 
 # Every event that runs the model (each tab's run button, each example that is not cached yet) queues on this one
 # slot: the model runs one generation at a time, in the order visitors asked, and Stop can cancel any of them.
@@ -56,21 +59,24 @@ class Controls:
     camera_strength: gr.Slider
 
     @classmethod
-    def build(cls, elem_prefix: str, default_steps: int = 25) -> "Controls":
+    def build(cls, elem_prefix: str) -> "Controls":
+        d = SAMPLING_DEFAULTS
         with gr.Accordion("Sampling", open=False):
             with gr.Row():
-                seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id=f"{elem_prefix}-seed")
-                randomize = gr.Checkbox(False, label="Random seed (the one used is shown)")
+                seed = gr.Number(d["seed"], precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
+                                 elem_id=f"{elem_prefix}-seed")
+                randomize = gr.Checkbox(d["randomize"], label="Random seed (the one used is shown)")
             # The library's ranges (pipeline_inputs.SAMPLING_LIMITS): what the sliders allow, the API accepts.
             with gr.Row():
-                steps = gr.Slider(*SAMPLING_LIMITS["steps"], value=default_steps, step=1, label="Denoising steps",
+                steps = gr.Slider(*SAMPLING_LIMITS["steps"], value=d["steps"], step=1, label="Denoising steps",
                                   elem_id=f"{elem_prefix}-steps")
-                guidance = gr.Slider(*SAMPLING_LIMITS["guidance"], value=3.0, step=0.1, label="Guidance (CFG)")
+                guidance = gr.Slider(*SAMPLING_LIMITS["guidance"], value=d["guidance"], step=0.1,
+                                     label="Guidance (CFG)")
             strength = SAMPLING_LIMITS["strength"]
             with gr.Row():
-                audio_s = gr.Slider(*strength, value=1.0, step=0.05, label="Audio strength")
-                identity_s = gr.Slider(*strength, value=1.0, step=0.05, label="Identity strength")
-                camera_s = gr.Slider(*strength, value=1.0, step=0.05, label="Camera strength")
+                audio_s = gr.Slider(*strength, value=d["audio_strength"], step=0.05, label="Audio strength")
+                identity_s = gr.Slider(*strength, value=d["identity_strength"], step=0.05, label="Identity strength")
+                camera_s = gr.Slider(*strength, value=d["camera_strength"], step=0.05, label="Camera strength")
         return cls(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
 
     def inputs(self) -> list:
@@ -101,18 +107,24 @@ class Outputs:
         return [self.video, self.download, self.seed, self.status, self.run]
 
 
-def sampling_args(seed, randomize, steps, guidance, audio_strength, identity_strength, camera_strength) -> dict:
-    """The pipeline's sampling arguments, checked by the library's own rules (the API can send anything)."""
-    if randomize:
-        seed = random.randint(0, MAX_SEED)
+def sampling_args(seed=None, randomize=None, steps=None, guidance=None, audio_strength=None, identity_strength=None,
+                  camera_strength=None) -> dict:
+    """The pipeline's sampling arguments, checked by the library's own rules (the API can send anything); a value
+    the API left out (None) is the slider's default."""
+
+    def given(name, value):
+        return SAMPLING_DEFAULTS[name] if value is None else value
+
+    seed = random.randint(0, MAX_SEED) if given("randomize", randomize) else given("seed", seed)
     try:
         number = float(seed)
     except (TypeError, ValueError):
         number = math.nan
     if not (math.isfinite(number) and number == int(number) and 0 <= number <= MAX_SEED):
         raise ValueError(f"The seed must be a whole number between 0 and {MAX_SEED}, got {seed!r}.")
-    steps, guidance, strengths = check_sampling(
-        steps, guidance, dict(audio=audio_strength, identity=identity_strength, camera=camera_strength))
+    strengths = dict(audio=given("audio_strength", audio_strength), identity=given("identity_strength", identity_strength),
+                     camera=given("camera_strength", camera_strength))
+    steps, guidance, strengths = check_sampling(given("steps", steps), given("guidance", guidance), strengths)
     return dict(seed=int(number), steps=steps, guidance=guidance, strengths=strengths)
 
 

@@ -44,8 +44,11 @@ def request(image, embedding, audio, already_aligned, seconds=3.0) -> tuple[dict
 
 
 @user_errors
-def generate(image, embedding, audio, already_aligned, seed, randomize, steps, guidance, audio_s, identity_s,
-             camera_s, seconds=3.0, progress=gr.Progress()):
+def generate(image=None, embedding=None, audio=None, already_aligned=False, seed=None, randomize=None, steps=None,
+             guidance=None, audio_s=None, identity_s=None, camera_s=None, seconds=None, progress=gr.Progress()):
+    """A new talking video of the person in the photo, or of a saved identity embedding (.npy): give one of the two.
+    Speech is optional: without it, a silent clip of `seconds` (None: 3 s). Sampling values left out take the sliders'
+    defaults."""
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
     inputs, notes = request(image, embedding, audio, already_aligned, seconds)
     yield from run_stream(TASK, progress, notes=notes, **inputs, **args)

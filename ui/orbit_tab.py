@@ -35,8 +35,11 @@ def request(image, audio, camera_json, seconds, already_aligned) -> dict:
 
 
 @user_errors
-def generate(image, audio, camera_json, seconds, already_aligned, seed, randomize, steps, guidance, audio_s,
-             identity_s, camera_s, progress=gr.Progress()):
+def generate(image, audio=None, camera_json=None, seconds=None, already_aligned=False, seed=None, randomize=None,
+             steps=None, guidance=None, audio_s=None, identity_s=None, camera_s=None, progress=gr.Progress()):
+    """The portrait seen from a moving camera (camera_json: a camera path, as the editor exports it). With speech it
+    also talks and the speech sets the length; without, a silent orbit of `seconds` (None: the camera path's own
+    length). Sampling values left out take the sliders' defaults."""
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
     inputs = request(image, audio, camera_json, seconds, already_aligned)
     yield from run_stream(TASK, progress, **inputs, **args)

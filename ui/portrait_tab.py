@@ -24,8 +24,10 @@ def request(image, audio, already_aligned) -> dict:
 
 
 @user_errors
-def generate(image, audio, already_aligned, seed, randomize, steps, guidance, audio_s, identity_s, camera_s,
-             progress=gr.Progress()):
+def generate(image, audio, already_aligned=False, seed=None, randomize=None, steps=None, guidance=None, audio_s=None,
+             identity_s=None, camera_s=None, progress=gr.Progress()):
+    """A talking video of the portrait photo, driven by the speech audio. Sampling values left out take the sliders'
+    defaults."""
     args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
     inputs = request(image, audio, already_aligned)
     yield from run_stream(TASK, progress, **inputs, **args)
