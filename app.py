@@ -16,6 +16,7 @@ import gradio as gr  # noqa: E402
 
 from ui import camera_editor, capabilities, identity_tab, orbit_tab, portrait_tab  # noqa: E402
 from ui.errors import MAX_UPLOAD_SIZE  # noqa: E402
+from ui.example_cache import CACHE_ROOT  # noqa: E402
 from ui.inputs import operator_max_seconds  # noqa: E402
 from ui.model import MODEL_CONCURRENCY_ID, get_pipeline, model_name  # noqa: E402
 from ui.queue_eta import position_only  # noqa: E402
@@ -52,6 +53,8 @@ def launch(host: str = "127.0.0.1", port: int | None = None, *, block: bool = Tr
     get_pipeline()  # the expensive part, once, before the first visitor arrives
     os.makedirs(OUTPUT_ROOT, exist_ok=True)
     demo = build_demo()
+    if block:  # for the operator: Gradio's own example cache is off, the app keeps the example videos here
+        print(f"* Example videos are cached in {CACHE_ROOT} (each made on its first click)")
     demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_SIZE, allowed_paths=[OUTPUT_ROOT],
                 show_error=True, prevent_thread_lock=not block, quiet=not block)
     return demo
