@@ -16,6 +16,7 @@ per segment by the frozen reference UNet, is read by every denoising step. The p
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -213,13 +214,15 @@ def denoise_segment(model, scheduler, noise: torch.Tensor, conditions: SegmentCo
                     unconditional_id: torch.Tensor | None = None, context: torch.Tensor | None = None,
                     steps: int = 25, guidance: float = 3.0, scales: StreamScales = StreamScales(),
                     batch_cfg: bool = True, rebuild_bank: Callable[[], ReferenceBank] | None = None,
-                    on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                    on_step: Callable[[int, int], None] | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Noise (B, C, N, h, w) -> clean latents (B, C, N, h, w), float32.
 
     ``scheduler`` is copied (schedulers keep per-run state), so one instance serves every segment. Latents stay
     float32 between solver steps (the scheduler's state) and are cast to the model's dtype at its input. Gradients
     follow the caller's grad mode. ``rebuild_bank`` (benchmark's naive baseline) re-encodes the reference at every
-    step. ``on_step(i, steps)`` runs after each step; raising from it cancels the segment.
+    step. ``on_step(i, steps)`` runs after each step; raising from it cancels the segment. ``generator`` feeds
+    schedulers that add noise between steps (LCMScheduler, the fast sampler's), so a seed fixes the whole video.
     """
     scheduler = scheduler.__class__.from_config(scheduler.config)
     scheduler.set_timesteps(steps, device=noise.device)
@@ -227,6 +230,8 @@ def denoise_segment(model, scheduler, noise: torch.Tensor, conditions: SegmentCo
     latents = noise.float() * scheduler.init_noise_sigma
     frames = latents.shape[2]
     guided = cfg_conditions(conditions, unconditional_id) if guidance != 1.0 else None
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    noise_kwargs = {"generator": generator} if generator is not None and takes_generator else {}
     for i, t in enumerate(scheduler.timesteps):
         if rebuild_bank is not None:
             bank = rebuild_bank()
@@ -236,7 +241,7 @@ def denoise_segment(model, scheduler, noise: torch.Tensor, conditions: SegmentCo
         if context is not None:
             x = torch.cat([context.to(x), x], dim=2)
         out = guided_noise(model, x.to(dtype), t, conditions, guidance, guided, scales, batch_cfg)
-        latents = scheduler.step(out[:, :, -frames:].float(), t, latents).prev_sample
+        latents = scheduler.step(out[:, :, -frames:].float(), t, latents, **noise_kwargs).prev_sample
         if on_step is not None:
             on_step(i + 1, steps)
     return latents

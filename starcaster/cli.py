@@ -92,6 +92,9 @@ def _common(p):
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fast", action="store_true",
+                   help="the fast sampler: the distilled model in 1-4 steps (fast_steps), no CFG, the tiny decoder "
+                        "(generate: sample with it; eval: add its rows)")
     p.add_argument("--low-memory", action="store_true",
                    help="sd15 on a smaller GPU: model CPU offload + VAE slicing (slower, a fraction of the memory)")
 
@@ -132,7 +135,8 @@ def _generate(args):
     out.parent.mkdir(parents=True, exist_ok=True)
     stream = pipe.stream(task=args.task, image=args.image, audio=args.audio, camera=_camera(args.camera, pipe),
                          identity=args.identity, num_frames=args.num_frames, steps=args.steps,
-                         guidance=args.guidance, seed=args.seed, already_aligned=args.aligned)
+                         guidance=args.guidance, seed=args.seed, already_aligned=args.aligned,
+                         sampler="fast" if args.fast else "quality")
     writer = None
     for seg in stream:  # each segment goes to the encoder as soon as it exists: memory stays flat for long audio
         if writer is None:
@@ -155,7 +159,7 @@ def _bench(args):
         raise FileNotFoundError(f"{e}\nTo time the architecture without its weights, add --random-weights.") from None
     report = run_benchmark(pipe, task=args.task, seconds=args.seconds, steps=args.steps or pipe.settings.steps,
                            guidance=args.guidance if args.guidance is not None else pipe.settings.guidance,
-                           naive=not args.no_naive)
+                           naive=not args.no_naive, fast=pipe.has_fast_sampler)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
@@ -198,6 +202,11 @@ def _eval(args):
     models = {str(name): _load(argparse.Namespace(**{**vars(args), "preset": name})) for name in names}
     if args.random_row:
         models[f"{args.preset} (random weights)"] = _load(args, random_weights=True)
+    samplers = {name: "quality" for name in models}
+    if args.fast:  # the fast sampler of every model that has one, on the same clips
+        for name, pipe in list(models.items()):
+            if pipe.has_fast_sampler:
+                models[f"{name} (fast)"], samplers[f"{name} (fast)"] = pipe, "fast"
     for pipe in models.values():
         pipe.set_progress_bar_config(disable=True)
     evaluators = load_evaluators(Path(args.evaluators) if args.evaluators else REPO_CHECKPOINTS / "tiny" / "evaluators")
@@ -205,7 +214,8 @@ def _eval(args):
     with torch.no_grad():
         results = evaluate(models, evaluators, tasks, args.clips, args.seed, args.steps or 25,
                            args.guidance if args.guidance is not None else 3.0, args.segments,
-                           Path(args.strips) if args.strips else None, progress=lambda *_: bar.update(1))
+                           Path(args.strips) if args.strips else None, progress=lambda *_: bar.update(1),
+                           samplers=samplers)
     bar.close()
     meta = {"command": "python -m starcaster " + " ".join(sys.argv[1:]), "clips": args.clips, "seed": args.seed}
     save(results, args.json, args.markdown, meta)

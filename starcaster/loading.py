@@ -14,10 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, MotionAdapter, UNet2DConditionModel
+from diffusers import AutoencoderKL, AutoencoderTiny, DPMSolverMultistepScheduler, MotionAdapter, UNet2DConditionModel
 
 from .conditioning.audio import MelAudioEncoder, Wav2Vec2AudioEncoder
 from .conditioning.identity import Arc2FaceEncoder, ArcFaceEmbedder, TinyFaceEncoder, build_tiny_tokenizer
+from .fast_sampler import fast_scheduler, load_fast_decoder, load_fast_model, save_fast_model, student_copy
 from .models import STARCasterConfig, STARCasterModel
 from .models.unet import quiet_empty_float32_warning
 from .pipeline import STARCasterPipeline, vae_scale_factor
@@ -96,11 +97,15 @@ def build_random_pipeline(config: PipelineConfig, seed: int = 0, device: str | t
         face_encoder = TinyFaceEncoder(**config.face_encoder)
         audio_encoder = _random_audio_encoder(config)
         model = STARCasterModel.from_unet2d(unet2d, _starcaster_config(config, audio_encoder))
+        # Speed stand-ins for the fast sampler: the student has the model's shape, the decoder the preset's.
+        fast_decoder = AutoencoderTiny(**config.fast_decoder) if config.fast_decoder else None
+        fast_model = student_copy(model)
     # Outside the device context: the ID encoder tokenises its prompt into CPU buffers (data-dependent lookups).
     pipe = STARCasterPipeline(
         model=model, vae=vae, scheduler=DPMSolverMultistepScheduler(**SCHEDULER_CONFIG),
         id_encoder=Arc2FaceEncoder(text_encoder, tokenizer), face_embedder=face_encoder,
-        audio_encoder=audio_encoder, settings=config, trained=False,
+        audio_encoder=audio_encoder, settings=config, trained=False, fast_model=fast_model,
+        fast_scheduler=fast_scheduler(), fast_decoder=fast_decoder,
     )
     if dtype is not None and (device is None or device.type != "meta"):
         with quiet_empty_float32_warning():
@@ -121,6 +126,11 @@ def save_pipeline(pipe: STARCasterPipeline, folder: str | Path) -> Path:
         pipe.face_embedder.save_pretrained(folder / "face_encoder")
     pipe.scheduler.save_pretrained(folder / "scheduler")
     pipe.model.save_adapters(folder / "starcaster")
+    if pipe.fast_model is not None:
+        save_fast_model(pipe.fast_model, folder / "fast_model")
+        pipe.fast_scheduler.save_pretrained(folder / "fast_scheduler")
+    if pipe.fast_decoder is not None:
+        pipe.fast_decoder.save_pretrained(folder / "fast_decoder")
     pipe.save_config(folder)  # model_index.json: which class each component is, as diffusers pipelines record
     return folder
 
@@ -160,8 +170,19 @@ def _load_folder(folder: Path, config: PipelineConfig) -> STARCasterPipeline:
         if motion_adapter is None:
             warnings.warn(f"No motion adapter in {folder / 'motion_adapter'}: frames will not move coherently.")
     pipe = STARCasterPipeline(model, vae, scheduler, id_encoder, face_embedder, audio_encoder, config,
-                              capabilities=capabilities)
+                              capabilities=capabilities, **_fast_parts(folder, model))
     return _eval(pipe)
+
+
+def _fast_parts(folder: Path, model: STARCasterModel) -> dict:
+    """The fast sampler's components, where the folder has them (issue #12; layout in checkpoints/README.md)."""
+    parts = {}
+    if (folder / "fast_model").is_dir():
+        parts["fast_model"] = load_fast_model(model, folder / "fast_model")
+        parts["fast_scheduler"] = fast_scheduler(folder / "fast_scheduler")
+    if (folder / "fast_decoder").is_dir():
+        parts["fast_decoder"] = load_fast_decoder(folder / "fast_decoder")
+    return parts
 
 
 def _missing_adapters(folder: Path, need: str) -> str:
@@ -220,8 +241,7 @@ def _starcaster_config(config: PipelineConfig, audio_encoder) -> STARCasterConfi
 
 
 def _eval(pipe: STARCasterPipeline) -> STARCasterPipeline:
-    for module in (pipe.model, pipe.vae, pipe.id_encoder):
-        module.eval().requires_grad_(False)
-    if isinstance(pipe.face_embedder, torch.nn.Module):
-        pipe.face_embedder.eval().requires_grad_(False)
+    for module in (pipe.model, pipe.vae, pipe.id_encoder, pipe.face_embedder, pipe.fast_model, pipe.fast_decoder):
+        if isinstance(module, torch.nn.Module):
+            module.eval().requires_grad_(False)
     return pipe

@@ -66,10 +66,24 @@ class Video:
 
 @dataclass
 class SamplerOptions:
-    """Switches for the benchmark's naive baseline; the defaults are the fast sampler."""
+    """Switches for the benchmark's naive baseline; the defaults are the streaming sampler's."""
 
     batch_cfg: bool = True  # conditional + unconditional rows in one UNet call
     cache_reference: bool = True  # reference features once per segment, not once per step
+
+
+SAMPLERS = ("quality", "fast")
+
+
+@dataclass
+class _Parts:
+    """What one sampler runs: ``quality`` is the shipped model with DPM-Solver++ and CFG; ``fast`` the distilled
+    student with LCMScheduler (guidance folded in) and the tiny decoder."""
+
+    model: torch.nn.Module
+    scheduler: object
+    decoder: torch.nn.Module
+    options: SamplerOptions
 
 
 class STARCasterPipeline(DiffusionPipeline):
@@ -81,18 +95,19 @@ class STARCasterPipeline(DiffusionPipeline):
     (sizes and defaults); ``config`` is diffusers' record of the components (``model_index.json``).
     """
 
-    model_cpu_offload_seq = "id_encoder->model->vae"
+    model_cpu_offload_seq = "id_encoder->model->fast_model->vae->fast_decoder"
     _exclude_from_cpu_offload = ["face_embedder"]  # one small embedding per video; it stays where it is
-    _optional_components = ["face_embedder", "audio_encoder"]
+    _optional_components = ["face_embedder", "audio_encoder", "fast_model", "fast_scheduler", "fast_decoder"]
 
     def __init__(self, model, vae, scheduler, id_encoder, face_embedder, audio_encoder, settings=None,
-                 capabilities=None, trained=True):
+                 capabilities=None, trained=True, fast_model=None, fast_scheduler=None, fast_decoder=None):
         # `settings` has a default only so that diffusers counts it as a setting, not a component (`components`).
         if settings is None:
             raise ValueError("STARCasterPipeline needs its settings (a presets.PipelineConfig).")
         super().__init__()
         self.register_modules(model=model, vae=vae, scheduler=scheduler, id_encoder=id_encoder,
-                              face_embedder=face_embedder, audio_encoder=audio_encoder)
+                              face_embedder=face_embedder, audio_encoder=audio_encoder, fast_model=fast_model,
+                              fast_scheduler=fast_scheduler, fast_decoder=fast_decoder)
         self.settings = settings
         self.capabilities = capabilities or {task: None for task in TASKS}
         self.trained = trained
@@ -173,13 +188,18 @@ class STARCasterPipeline(DiffusionPipeline):
     def stream(self, task: str = "portrait", image=None, audio=None, camera: CameraPath | None = None, identity=None,
                num_frames: int | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
                strengths: dict | None = None, already_aligned: bool = False,
-               sampler: SamplerOptions = SamplerOptions(), cancel=None) -> Iterator[Segment]:
+               sampler: str | SamplerOptions = "quality", cancel=None) -> Iterator[Segment]:
         """Yield the video segment by segment. Closing the generator between segments cancels the rest.
 
         ``image``: path, PIL image or array; ``audio``: path or (samples, rate); ``camera``: a CameraPath (orbit);
         ``identity``: an identity embedding array instead of a photo (identity task); ``strengths``: per-stream
         scales ``{"audio", "identity", "camera", "reference"}``. ``steps``, ``guidance`` and the strengths must lie
         in ``pipeline_inputs.SAMPLING_LIMITS``.
+
+        ``sampler``: ``"quality"`` (DPM-Solver++, ``steps`` default 25, CFG ``guidance``) or ``"fast"`` (the
+        consistency-distilled model in ``fast_model/``: LCMScheduler, ``steps`` default ``settings.fast_steps``,
+        the tiny decoder in ``fast_decoder/`` when there is one). The fast model was distilled at the teacher's
+        guidance, folded in: ``guidance`` does not apply to it and must be left out (or 1).
 
         ``cancel``: a ``threading.Event`` (or a function returning True) checked after every denoising step, from
         another thread if need be; once it is set the stream ends there, without the unfinished segment. This stops
@@ -190,22 +210,44 @@ class STARCasterPipeline(DiffusionPipeline):
         reason = self.capabilities.get(task)
         if reason:
             raise ValueError(reason)
-        steps, guidance, strengths = check_sampling(self.settings.steps if steps is None else steps,
-                                                    self.settings.guidance if guidance is None else guidance,
-                                                    strengths)
+        parts = self._sampler_parts(sampler, guidance)
+        fast = parts.model is self.fast_model
+        default_steps, default_guidance = (self.settings.fast_steps, 1.0) if fast else (self.settings.steps,
+                                                                                        self.settings.guidance)
+        steps, guidance, strengths = check_sampling(default_steps if steps is None else steps,
+                                                    default_guidance if guidance is None else guidance, strengths)
         scales = _scales(strengths)
         inputs = prepare_inputs(self, task, image=image, audio=audio, camera=camera, identity=identity,
                                 num_frames=num_frames, already_aligned=already_aligned)
         cancelled = _cancel_check(cancel)
         try:
-            yield from self._sample(inputs, task, steps, guidance, seed, scales, sampler, cancelled)
+            yield from self._sample(inputs, task, steps, guidance, seed, scales, parts, cancelled)
         except _Cancelled:
             return
 
-    def _sample(self, inputs: PreparedInputs, task, steps, guidance, seed, scales, sampler,
+    @property
+    def has_fast_sampler(self) -> bool:
+        return self.fast_model is not None
+
+    def _sampler_parts(self, sampler, guidance) -> _Parts:
+        if isinstance(sampler, SamplerOptions):
+            return _Parts(self.model, self.scheduler, self.vae, sampler)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")
+        if sampler == "quality":
+            return _Parts(self.model, self.scheduler, self.vae, SamplerOptions())
+        if self.fast_model is None:
+            raise ValueError("This checkpoint has no fast sampler: fast_model/ (the distilled model, made by the "
+                             "recipe's distill step) is missing. Use sampler='quality'.")
+        if guidance is not None and float(guidance) != 1.0:
+            raise ValueError(f"The fast sampler has its guidance distilled in; leave guidance out (got {guidance}).")
+        return _Parts(self.fast_model, self.fast_scheduler, self.fast_decoder or self.vae, SamplerOptions())
+
+    def _sample(self, inputs: PreparedInputs, task, steps, guidance, seed, scales, parts: _Parts,
                 cancelled=lambda: False) -> Iterator[Segment]:
         cfg = self.settings
         N, n = cfg.segment_frames, cfg.context_frames
+        model, options = parts.model, parts.options
         count = num_segments(inputs.num_frames, N)
         generator = torch.Generator("cpu").manual_seed(int(seed))  # noise drawn on CPU: same video on every device
         device = self._execution_device  # the accelerator under model CPU offload, else the model's device
@@ -225,21 +267,22 @@ class STARCasterPipeline(DiffusionPipeline):
                 def bank(plan=plan):
                     if plan.reference is None:
                         return None
-                    return self.model.encode_reference(plan.reference.to(self.dtype), id_tokens,
-                                                       None if plan.log_weights is None else plan.log_weights.to(device))
+                    return model.encode_reference(plan.reference.to(self.dtype), id_tokens,
+                                                  None if plan.log_weights is None else plan.log_weights.to(device))
 
-                conditions = segment_conditions(self.model, id_tokens, first, start + N, features, cameras,
-                                                cfg.audio_radius, bank=bank() if sampler.cache_reference else None)
+                conditions = segment_conditions(model, id_tokens, first, start + N, features, cameras,
+                                                cfg.audio_radius, bank=bank() if options.cache_reference else None)
                 noise = torch.randn(latent_shape, generator=generator).to(device)
                 latents = denoise_segment(
-                    self.model, self.scheduler, noise, conditions, unconditional_id, plan.context, steps, guidance,
-                    scales, batch_cfg=sampler.batch_cfg,
-                    rebuild_bank=None if sampler.cache_reference or plan.reference is None else bank,
-                    on_step=lambda i, total: _step_done(progress, cancelled),
+                    model, parts.scheduler, noise, conditions, unconditional_id, plan.context, steps, guidance,
+                    scales, batch_cfg=options.batch_cfg,
+                    rebuild_bank=None if options.cache_reference or plan.reference is None else bank,
+                    on_step=lambda i, total: _step_done(progress, cancelled), generator=generator,
                 )
                 previous = latents  # its last n clean latents seed the next segment (paper §3.2)
                 yield Segment(
-                    index=k, num_segments=count, start_frame=start, frames=self._decode(latents[:, :, :valid]),
+                    index=k, num_segments=count, start_frame=start,
+                    frames=self._decode(latents[:, :, :valid], decoder=parts.decoder),
                     audio=inputs.audio_slice(start, valid), sample_rate=self.sample_rate, fps=self.fps,
                 )
 
@@ -253,12 +296,14 @@ class STARCasterPipeline(DiffusionPipeline):
         latent = self.vae.encode(x).latent_dist.mode().float() * self.vae.config.scaling_factor
         return latent[:, :, None]
 
-    def _decode(self, latents, chunk: int = 8) -> np.ndarray:
-        """(1, C, F, h, w) -> uint8 (F, H, W, 3), a few frames at a time to bound VAE memory."""
-        flat = (latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor).to(self.vae.dtype)
+    def _decode(self, latents, chunk: int = 8, decoder=None) -> np.ndarray:
+        """(1, C, F, h, w) -> uint8 (F, H, W, 3), a few frames at a time to bound VAE memory. ``decoder``: the VAE
+        (default) or the fast sampler's AutoencoderTiny, which reads the scaled latents as they are (factor 1)."""
+        decoder = self.vae if decoder is None else decoder
+        flat = (latents[0].permute(1, 0, 2, 3) / decoder.config.scaling_factor).to(decoder.dtype)
         out = []
         for i in range(0, flat.shape[0], chunk):
-            images = self.vae.decode(flat[i:i + chunk]).sample
+            images = decoder.decode(flat[i:i + chunk]).sample
             out.append(from_model_range(images).permute(0, 2, 3, 1).cpu())
         return torch.cat(out).numpy()
 

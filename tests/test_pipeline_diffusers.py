@@ -30,8 +30,10 @@ def clip(pipe, **kwargs):
 
 def test_is_a_diffusion_pipeline_with_its_components(pipe):
     assert isinstance(pipe, DiffusionPipeline)
-    assert set(pipe.components) == {"model", "vae", "scheduler", "id_encoder", "face_embedder", "audio_encoder"}
+    assert set(pipe.components) == {"model", "vae", "scheduler", "id_encoder", "face_embedder", "audio_encoder",
+                                    "fast_model", "fast_scheduler", "fast_decoder"}
     assert pipe.config["model"] == ("starcaster.models.unet", "STARCasterModel")
+    assert pipe.config["fast_scheduler"] == ("diffusers", "LCMScheduler")
     assert pipe.settings.preset == "tiny"
 
 

@@ -3,31 +3,26 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
+from training_helpers import (
+    TOY_TEXT_ENCODER,
+    TOY_UNET,
+    fixed_batch_run,
+    save_toy_vae_and_face_encoder,
+)
 
 from starcaster.conditioning.identity import TinyFaceEncoder
-from starcaster.training import TrainConfig, train
+from starcaster.training import TrainConfig
 from starcaster.training.face_encoder import AngularMarginHead, verification_accuracy
 from starcaster.training.recipe import run_config
 from starcaster.training.tasks import build_task
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def losses_on_a_fixed_batch(task, config, folder):
-    fixed = task.batch(0, 0, "cpu")
-    task.batch = lambda step, micro, device: fixed
-    seen, real = [], task.loss
-
-    def loss(module, batch, generator):
-        value, logs = real(module, batch, generator)
-        seen.append(float(value.detach()))
-        return value, logs
-
-    task.loss = loss
-    report = train(task, config, folder / "state", export_to=folder, progress=False)
-    return seen, report
+    losses, _, report = fixed_batch_run(task, config, folder, "state")
+    return losses, report
 
 
 def test_angular_margin_pulls_the_true_class_and_verification_scores():
@@ -72,21 +67,11 @@ def test_arc2face_needs_its_prerequisites_and_learns(tmp_path, monkeypatch):
         build_task(config, tmp_path, tmp_path / "cache")
 
     # Small stand-ins in the real formats, as the recipe's earlier steps would have exported them.
-    import starcaster.training.arc2face as arc2face
+    from starcaster.training import arc2face
 
-    torch.manual_seed(0)
-    AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                  latent_channels=4).save_pretrained(tmp_path / "vae")
-    TinyFaceEncoder(embedding_dim=16, block_out_channels=(8, 16), input_size=32,
-                    norm_num_groups=4).save_pretrained(tmp_path / "face_encoder")
-    small_unet = dict(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                      down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), attention_head_dim=4,
-                      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32)
+    save_toy_vae_and_face_encoder(tmp_path)
     monkeypatch.setattr(arc2face, "TINY", arc2face.TINY.__class__(
-        **{**arc2face.TINY.__dict__, "unet": small_unet,
-           "text_encoder": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                max_position_embeddings=77)}))
+        **{**arc2face.TINY.__dict__, "unet": TOY_UNET, "text_encoder": TOY_TEXT_ENCODER}))
     task = build_task(config, tmp_path, tmp_path / "cache")
     assert task.latents.shape == (8, 4, 16, 16) and task.embeddings.shape == (8, 16)
     losses, report = losses_on_a_fixed_batch(task, config, tmp_path)

@@ -6,41 +6,21 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+import training_helpers
+from training_helpers import save_toy_pipeline_folder
 
 from starcaster import load_pipeline
-from starcaster.conditioning.identity import TinyFaceEncoder
 from starcaster.models.unet import adapter_group
 from starcaster.training import TrainConfig, train
-from starcaster.training.arc2face import build_id_encoder
 from starcaster.training.lip_reading import LipReader, lip_features, lip_loss
 from starcaster.training.tasks import build_task
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """What the recipe's prerequisite steps export, at toy sizes (128 px frames, 16x16 latents as the preset)."""
-    root = tmp_path_factory.mktemp("pipeline")
-    torch.manual_seed(0)
-    AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                  latent_channels=4).save_pretrained(root / "vae")
-    TinyFaceEncoder(embedding_dim=16, block_out_channels=(8, 16), input_size=32,
-                    norm_num_groups=4).save_pretrained(root / "face_encoder")
-    UNet2DConditionModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), attention_head_dim=4,
-                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-                         cross_attention_dim=32).save_pretrained(root / "unet")
-    encoder = build_id_encoder(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                    max_position_embeddings=77))
-    encoder.text_encoder.save_pretrained(root / "text_encoder")
-    encoder.tokenizer.save_pretrained(root / "tokenizer")
-    LipReader(channels=(8, 8, 8), feature_dim=16).save_pretrained(root / "lip_reader")
-    (root / "starcaster_pipeline.json").write_text('{"preset": "tiny"}')
-    return root
+    return save_toy_pipeline_folder(tmp_path_factory.mktemp("pipeline"))
 
 
 def stage_config(stage, **task_args):
@@ -50,28 +30,7 @@ def stage_config(stage, **task_args):
 
 
 def fixed_batch_run(task, config, folder, name):
-    """Trains on one batch with one noise draw, so the loss can only fall by learning."""
-    fixed = task.batch(0, 0, "cpu")
-    task.batch = lambda step, micro, device: fixed
-    losses, real = [], task.loss
-
-    def loss(module, batch, generator):
-        value, logs = real(module, batch, torch.Generator().manual_seed(0))
-        losses.append(float(value.detach()))
-        return value, logs
-
-    task.loss = loss
-    before, modules = {}, []
-
-    def trainable():
-        module = type(task).trainable(task)
-        before.update({n: p.detach().clone() for n, p in module.named_parameters()})
-        modules.append(module)
-        return module
-
-    task.trainable = trainable
-    train(task, config, folder / "train" / name, export_to=folder, progress=False)
-    moved = {n for n, p in modules[0].named_parameters() if not torch.equal(p.detach(), before[n])}
+    losses, moved, _ = training_helpers.fixed_batch_run(task, config, folder, f"train/{name}", fixed_noise=True)
     return losses, moved
 
 
@@ -90,7 +49,7 @@ def test_stage_1_learns_with_the_lip_loss_and_moves_only_its_groups(folder):
 
 
 def test_stage_2_self_forcing_feeds_its_own_rollout(folder, monkeypatch):
-    import starcaster.training.stages as stages
+    from starcaster.training import stages
 
     config = stage_config(2, first_segment_probability=0.0)
     task = build_task(config, folder, folder / "cache")
@@ -115,7 +74,7 @@ def test_stage_2_self_forcing_feeds_its_own_rollout(folder, monkeypatch):
 
 
 def test_stage_2_first_segment_starts_as_inference_does(folder, monkeypatch):
-    import starcaster.training.stages as stages
+    from starcaster.training import stages
 
     task = build_task(stage_config(2, first_segment_probability=1.0), folder, folder / "cache")
     module = task.trainable()
@@ -178,12 +137,10 @@ def test_preprocess_real_videos_and_train_on_them(folder, tmp_path):
 
     from starcaster.audio_io import audio_slice, load_audio
     from starcaster.conditioning.audio import clip_audio_features
-    from starcaster.face import ffhq_template
+    from starcaster.face import Face, ffhq_template
     from starcaster.synthetic.dataset import make_clip
     from starcaster.training.preprocess import load_preprocessed, preprocess
     from starcaster.video import write_mp4
-
-    from starcaster.face import Face
 
     class MarkedFaces:
         """Stand-in detector: one face on the FFHQ template of a 256 px frame, none where the corner is black."""

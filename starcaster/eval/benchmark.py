@@ -83,7 +83,7 @@ def bench_inputs(pipe, task: str, seconds: float, seed: int = 0):
     return kwargs
 
 
-def run_once(pipe, kwargs, steps, guidance, sampler: SamplerOptions, name: str) -> BenchResult:
+def run_once(pipe, kwargs, steps, guidance, sampler, name: str) -> BenchResult:
     device = pipe.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -109,15 +109,21 @@ def run_once(pipe, kwargs, steps, guidance, sampler: SamplerOptions, name: str) 
     )
 
 
-def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, naive=True, warmup=True) -> dict:
-    """Time the fast sampler and (optionally) the naive one on the same inputs; return results and their ratio."""
+def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, naive=True, warmup=True,
+                  fast=False) -> dict:
+    """Time the streaming sampler, (optionally) the naive one and the fast sampler (distilled, ``fast_steps``, no
+    CFG, tiny decoder) on the same inputs; return results and their ratios."""
     kwargs = bench_inputs(pipe, task, seconds)
     if warmup:  # first calls pay for lazy initialisation (allocator, kernels); keep them out of the numbers
         next(iter(pipe.stream(steps=1, guidance=guidance, seed=0, **kwargs)))
-    results = [run_once(pipe, kwargs, steps, guidance, SamplerOptions(), "streaming")]
+        if fast:
+            next(iter(pipe.stream(sampler="fast", seed=0, **kwargs)))
+    results = [run_once(pipe, kwargs, steps, guidance, "quality", "streaming")]
     if naive:
         results.append(run_once(pipe, kwargs, steps, guidance,
                                 SamplerOptions(batch_cfg=False, cache_reference=False), "naive"))
+    if fast:
+        results.append(run_once(pipe, kwargs, None, None, "fast", "fast"))
     report = {
         "machine": machine_line(pipe.device),
         "preset": pipe.settings.preset,
@@ -131,6 +137,9 @@ def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, n
     }
     if naive:
         report["speedup_vs_naive"] = results[1].seconds / results[0].seconds
+    if fast:
+        report["fast_steps"] = pipe.settings.fast_steps
+        report["fast_speedup"] = results[0].seconds / results[-1].seconds
     return report
 
 
@@ -150,4 +159,7 @@ def format_report(report: dict) -> str:
         )
     if "speedup_vs_naive" in report:
         lines.append(f"streaming sampler is {report['speedup_vs_naive']:.2f}x faster than the naive sampler")
+    if "fast_speedup" in report:
+        lines.append(f"fast sampler ({report['fast_steps']} steps, no CFG, tiny decoder) is "
+                     f"{report['fast_speedup']:.2f}x faster than the streaming sampler")
     return "\n".join(lines)

@@ -59,9 +59,11 @@ def warp_reference(reference: np.ndarray, extrinsics: np.ndarray, intrinsics: np
     return np.stack(out)
 
 
-def generate(pipe, task: str, clip, steps: int, guidance: float, seed: int) -> np.ndarray:
-    kwargs = dict(task=task, image=clip.reference, already_aligned=True, steps=steps, guidance=guidance, seed=seed,
-                  num_frames=len(clip.frames))
+def generate(pipe, task: str, clip, steps: int, guidance: float, seed: int, sampler: str = "quality") -> np.ndarray:
+    kwargs = dict(task=task, image=clip.reference, already_aligned=True, seed=seed, num_frames=len(clip.frames),
+                  sampler=sampler)
+    if sampler == "quality":  # the fast sampler runs its own steps, guidance distilled in
+        kwargs.update(steps=steps, guidance=guidance)
     if task == "orbit":
         kwargs["camera"] = CameraPath(clip.extrinsics, clip.intrinsics, fps=clip.fps)
     else:
@@ -92,8 +94,11 @@ def clip_metrics(task: str, frames: np.ndarray, clip, evaluators: dict, features
 
 
 def evaluate(models: dict, evaluators: dict, tasks=TASKS, clips: int = 20, seed: int = 0, steps: int = 25,
-             guidance: float = 3.0, segments: int = 2, strips: Path | None = None, progress=None) -> dict:
-    """{row: {task: {metric: bootstrap}}} for the baselines and every pipeline in ``models`` (name -> pipeline)."""
+             guidance: float = 3.0, segments: int = 2, strips: Path | None = None, progress=None,
+             samplers: dict | None = None) -> dict:
+    """{row: {task: {metric: bootstrap}}} for the baselines and every pipeline in ``models`` (name -> pipeline),
+    each sampled with ``samplers[name]`` ("quality" unless given)."""
+    samplers = samplers or {}
     encoder = MelAudioEncoder()
     results: dict = {}
     for task in tasks:
@@ -105,7 +110,7 @@ def evaluate(models: dict, evaluators: dict, tasks=TASKS, clips: int = 20, seed:
             if task == "orbit":
                 rows["warp (ellipsoid proxy)"] = warp_reference(clip.reference, clip.extrinsics, clip.intrinsics)
             for name, pipe in models.items():
-                rows[name] = generate(pipe, task, clip, steps, guidance, seed + index)
+                rows[name] = generate(pipe, task, clip, steps, guidance, seed + index, samplers.get(name, "quality"))
                 if strips is not None and index == 0:
                     _strip(strips / f"{task}-{_slug(name)}.png", clip.frames, rows[name])
             for name, frames in rows.items():

@@ -46,6 +46,13 @@ class ReferenceBank:
     def __repr__(self) -> str:
         return f"ReferenceBank(batch_size={self.batch_size}, num_references={self.num_references}, layers={len(self)})"
 
+    def fresh_cache(self) -> "ReferenceBank":
+        """The same features with an empty K/V cache. The cache holds the projections of the one video UNet that
+        read the bank first; another UNet (distillation's teacher, student and target) needs its own."""
+        bank = ReferenceBank(self.batch_size, self.num_references, self.log_weights)
+        bank.features = self.features
+        return bank
+
     def write(self, layer_name: str, hidden_states: torch.Tensor) -> None:
         """Stores (B*R, h*w, C) tokens, reference-major within each batch row, as (B, R*h*w, C)."""
         rows, tokens, channels = hidden_states.shape

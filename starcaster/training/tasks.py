@@ -10,10 +10,12 @@ from .config import TrainConfig
 # task name -> (module, class); imported lazily, so a config only pays for what it trains.
 TASKS = {
     "vae": ("vae", "VAETask"),
+    "fast_decoder": ("fast_decoder", "FastDecoderTask"),
     "face_encoder": ("face_encoder", "FaceEncoderTask"),
     "arc2face": ("arc2face", "Arc2FaceTask"),
     "lip_reader": ("lip_reading", "LipReaderTask"),
     "stage": ("stages", "StageTask"),
+    "distill": ("distill", "DistillTask"),
     # the benchmark's own evaluators (starcaster/eval), trained by the same loop on data of their own seeds
     "eval_mouth": ("..eval.train_evaluators", "MouthTask"),
     "eval_pose": ("..eval.train_evaluators", "PoseTask"),

@@ -148,6 +148,8 @@ def train(task: Task, config: TrainConfig, folder: str | Path, resume: bool = Tr
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
+                if accelerator.sync_gradients and hasattr(task, "after_step"):  # e.g. distillation's target network
+                    task.after_step(accelerator.unwrap_model(module))
         if ema is not None:
             ema.step(trained)
         step += 1
