@@ -86,6 +86,9 @@ def test_figure_shows_path_frusta_and_one_handle_per_keyframe():
     centre = ((shape["x0"] + shape["x1"]) / 2, (shape["y0"] + shape["y1"]) / 2)
     np.testing.assert_allclose(centre, path.positions()[keys[1]["frame"]][[0, 2]], atol=1e-6)
     assert fig["layout"]["meta"] == {"revision": 7, "num_frames": 30, "num_keyframes": len(keys)}
+    # Each handle carries its number (drawn on it and dragged with it); the views' titles are the page's, not Plotly's.
+    assert [s["label"]["text"] for s in fig["layout"]["shapes"]] == [str(i + 1) for i in range(len(keys))]
+    assert not fig["layout"].get("annotations")
 
 
 def test_frustum_points_toward_the_head_and_opens_with_the_fov():

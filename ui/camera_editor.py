@@ -14,7 +14,7 @@ import os
 import gradio as gr
 
 from . import camera_keyframes as ck
-from .camera_plot import figure_json
+from .camera_plot import PLOT_MARGIN, VIEW_3D, VIEW_TOP, figure_json
 from .errors import user_errors
 from .streaming import new_output_dir
 
@@ -28,8 +28,22 @@ except ImportError:  # the editor then shows a note instead of a figure
 # Static files are served at gradio_api/file=<absolute path> once registered with gr.set_static_paths.
 PLOTLY_HEAD = f'<script src="gradio_api/file={PLOTLY_JS}"></script>' if PLOTLY_JS else None
 
-PLOT_TEMPLATE = '<div class="sc-cam"><div class="sc-cam-plot" data-revision="-1"></div></div>'
-PLOT_CSS = ".sc-cam-plot { width: 100%; min-height: 420px; }"
+# Each view's title is a heading over its own part of the figure, so the two never run together (as Plotly annotations
+# they did: "3D viewtop view: ...", overlapping on narrow screens); the longer one wraps instead.
+PLOT_TEMPLATE = (
+    '<div class="sc-cam">'
+    '<div class="sc-cam-titles"><h4 class="sc-cam-title">3D view</h4>'
+    '<h4 class="sc-cam-title">Top view: drag the numbered keyframes</h4></div>'
+    '<div class="sc-cam-plot" data-revision="-1"></div>'
+    '</div>'
+)
+PLOT_CSS = f"""
+.sc-cam-plot {{ width: 100%; min-height: 420px; }}
+.sc-cam-titles {{ display: flex; justify-content: space-between; margin: 0 {PLOT_MARGIN}px; }}
+.sc-cam-title {{ margin: 0; font-size: 0.95em; font-weight: 600; text-align: center; line-height: 1.3; }}
+.sc-cam-title:first-child {{ flex: 0 0 {100 * (VIEW_3D[1] - VIEW_3D[0]):g}%; }}
+.sc-cam-title:last-child {{ flex: 0 0 {100 * (VIEW_TOP[1] - VIEW_TOP[0]):g}%; }}
+"""
 
 # Runs once in the browser when the component mounts. ``props.value`` is the figure JSON sent by Python.
 PLOT_JS = r"""
@@ -141,27 +155,36 @@ def export_file(text):
 
 
 class CameraEditor:
-    """Builds the editor inside the current Blocks context; ``json`` is the path text the pipeline reads."""
+    """Builds the editor inside the current Blocks context; ``json`` is the path text the pipeline reads.
+
+    One full-width row: the figure (its two views need the width) beside the presets, the keyframe table and the
+    JSON import/export."""
 
     def __init__(self, seconds: gr.Slider):
         json_text, rows, fig = initial_state(round(float(seconds.value) * ck.EDITOR_FPS))
+        gr.Markdown("### Camera path", elem_id="camera-editor-title")
         with gr.Row():
-            self.preset = gr.Dropdown(ck.PRESETS, value=ck.DEFAULT_PRESET, label="Camera preset", elem_id="camera-preset",
-                                      info="oscillation = the paper's smooth 140 x 70 degree trajectories")
-            self.seed = gr.Number(0, precision=0, label="Oscillation seed", minimum=0)
-        gr.Markdown(ck.INPUT_VIEW_NOTE, elem_id="camera-input-view")
-        self.plot = gr.HTML(fig, html_template=PLOT_TEMPLATE, css_template=PLOT_CSS, js_on_load=PLOT_JS,
-                            head=PLOTLY_HEAD, elem_id="camera-plot", min_height=420)
-        self.table = gr.Dataframe(rows, headers=ck.KEYFRAME_COLUMNS, datatype="number", type="array",
-                                  column_count=len(ck.KEYFRAME_COLUMNS), interactive=True, elem_id="camera-keyframes",
-                                  label="Keyframes (degrees; distance in head units, 2.7 = default)")
-        with gr.Accordion("Camera path JSON (import / export)", open=False):
-            self.json = gr.Code(json_text, language="json", label="Camera path JSON", elem_id="camera-json",
-                                max_lines=12)
-            with gr.Row():
-                self.apply = gr.Button("Apply JSON", size="sm")
-                self.upload = gr.UploadButton("Import JSON file", file_types=[".json"], size="sm")
-                self.download = gr.DownloadButton("Export JSON", value=export_file(json_text), size="sm")
+            with gr.Column(scale=3, min_width=420):
+                self.plot = gr.HTML(fig, html_template=PLOT_TEMPLATE, css_template=PLOT_CSS, js_on_load=PLOT_JS,
+                                    head=PLOTLY_HEAD, elem_id="camera-plot", min_height=420)
+            with gr.Column(scale=2, min_width=320):
+                with gr.Row():
+                    self.preset = gr.Dropdown(ck.PRESETS, value=ck.DEFAULT_PRESET, label="Camera preset",
+                                              elem_id="camera-preset",
+                                              info="oscillation = the paper's smooth 140 x 70 degree trajectories")
+                    self.seed = gr.Number(0, precision=0, label="Oscillation seed", minimum=0)
+                gr.Markdown(ck.INPUT_VIEW_NOTE, elem_id="camera-input-view")
+                self.table = gr.Dataframe(rows, headers=ck.KEYFRAME_COLUMNS, datatype="number", type="array",
+                                          column_count=len(ck.KEYFRAME_COLUMNS), interactive=True,
+                                          elem_id="camera-keyframes",
+                                          label="Keyframes (degrees; distance in head units, 2.7 = default)")
+                with gr.Accordion("Camera path JSON (import / export)", open=False):
+                    self.json = gr.Code(json_text, language="json", label="Camera path JSON", elem_id="camera-json",
+                                        max_lines=12)
+                    with gr.Row():
+                        self.apply = gr.Button("Apply JSON", size="sm")
+                        self.upload = gr.UploadButton("Import JSON file", file_types=[".json"], size="sm")
+                        self.download = gr.DownloadButton("Export JSON", value=export_file(json_text), size="sm")
 
         outs = [self.json, self.table, self.plot]
         self.preset.input(on_preset, [self.preset, seconds, self.seed], outs, api_visibility="undocumented")

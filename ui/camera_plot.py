@@ -15,13 +15,16 @@ import numpy as np
 from starcaster.conditioning.camera import camera_center, input_camera
 
 HEAD_RADII = (0.19, 0.25, 0.21)  # x, y, z: about the tiny world's heads, which fit the +-0.32 image at distance 2.7
-HANDLE_RADIUS = 0.2
+HANDLE_RADIUS = 0.28  # world units: big enough to grab, and to hold its number
 FRUSTUM_DEPTH = 0.45
 MAX_FRUSTA = 8
 PATH_COLOR = "#6c5ce7"
 KEY_COLOR = "#e17055"
 INPUT_COLOR = "#00b894"
 INPUT_LABEL = "input view"  # the camera the portrait is seen from; presets start here
+# Where the two views sit, as fractions of the plotting width; camera_editor's titles follow the same split.
+VIEW_3D, VIEW_TOP = (0.0, 0.58), (0.64, 1.0)
+PLOT_MARGIN = 10  # px left and right
 
 
 def _head_surface() -> dict:
@@ -113,37 +116,32 @@ def figure(path, keyframes: list[dict], revision: int = 0) -> dict:
          "x": r(HEAD_RADII[0] * np.sin(np.linspace(0, 2 * np.pi, 40))),
          "y": r(HEAD_RADII[2] * np.cos(np.linspace(0, 2 * np.pi, 40))),
          "line": {"color": "#e59866"}, "hoverinfo": "skip"},
-        {"type": "scatter", "mode": "text", "name": "keyframe labels", "xaxis": "x", "yaxis": "y",
-         "x": r(key_pos[:, 0]), "y": r(key_pos[:, 2]), "text": [str(i + 1) for i in range(len(key_frames))],
-         "hoverinfo": "skip", "textfont": {"color": "white"}},
         *_input_view(),
     ]
     shapes = [
         {"type": "circle", "xref": "x", "yref": "y", "name": f"keyframe-{i}",
          "x0": float(p[0] - HANDLE_RADIUS), "x1": float(p[0] + HANDLE_RADIUS),
          "y0": float(p[2] - HANDLE_RADIUS), "y1": float(p[2] + HANDLE_RADIUS),
-         "fillcolor": KEY_COLOR, "opacity": 0.85, "line": {"color": "white"}}
+         "fillcolor": KEY_COLOR, "opacity": 0.85, "line": {"color": "white"},
+         # The number is the shape's own label: drawn on top of the circle and dragged with it (a text trace lay
+         # under the circles, hidden).
+         "label": {"text": str(i + 1), "font": {"color": "white", "size": 13}, "textposition": "middle center"}}
         for i, p in enumerate(key_pos)
     ]
     extent = max(3.2, float(np.abs(pos).max()) + 0.4)
     layout = {
-        "height": 420, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}, "showlegend": False,
+        "height": 420, "margin": {"l": PLOT_MARGIN, "r": PLOT_MARGIN, "t": 10, "b": 10}, "showlegend": False,
         "uirevision": "camera-editor",  # keep the user's 3D rotation/zoom across updates
         "meta": {"revision": revision, "num_frames": len(path), "num_keyframes": len(key_frames)},
-        "scene": {"domain": {"x": [0.0, 0.58], "y": [0, 1]}, "aspectmode": "cube",
+        "scene": {"domain": {"x": list(VIEW_3D), "y": [0, 1]}, "aspectmode": "cube",
                   "xaxis": {"title": {"text": "x"}, "range": [-extent, extent]},
                   "yaxis": {"title": {"text": "y (up)"}, "range": [-extent, extent]},
                   "zaxis": {"title": {"text": "z (face)"}, "range": [-extent, extent]},
                   "camera": {"eye": {"x": 1.4, "y": 0.9, "z": 1.4}, "up": {"x": 0, "y": 1, "z": 0}}},
-        "xaxis": {"domain": [0.64, 1.0], "range": [-extent, extent], "zeroline": False, "title": {"text": "x"}},
+        "xaxis": {"domain": list(VIEW_TOP), "range": [-extent, extent], "zeroline": False, "title": {"text": "x"}},
         "yaxis": {"domain": [0.05, 0.95], "range": [-extent, extent], "scaleanchor": "x", "zeroline": False,
                   "title": {"text": "z (toward the face)"}},
-        "shapes": shapes,
-        "annotations": [
-            {"text": "3D view", "x": 0.29, "y": 1.04, "xref": "paper", "yref": "paper", "showarrow": False},
-            {"text": "top view: drag the numbered keyframes", "x": 0.82, "y": 1.04, "xref": "paper",
-             "yref": "paper", "showarrow": False},
-        ],
+        "shapes": shapes,  # the two views' titles are HTML above the figure (camera_editor.PLOT_TEMPLATE)
     }
     return {"data": data, "layout": layout}
 

@@ -65,9 +65,9 @@ def build() -> None:
             with gr.Row():
                 button = capabilities.run_button("Render orbit", available, elem_id="orbit-run")
                 stop = gr.Button("Stop", variant="stop", elem_id="orbit-stop")
-        with gr.Column():
-            editor = CameraEditor(seconds)
+        with gr.Column():  # the result beside the inputs, in view while a run streams, not below the editor
             outputs = Outputs.build(controls.seed, "orbit")
+    editor = CameraEditor(seconds)  # full width below both
 
     inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs()
     _, runs = examples.orbit_examples([image, audio, aligned, editor.json], example if available else None, outputs,

@@ -116,6 +116,54 @@ def test_three_tabs(page, shots):
     assert not page.errors, page.errors
 
 
+def _box(page, selector):
+    page.locator(selector).first.scroll_into_view_if_needed()
+    return page.evaluate("s => { const r = document.querySelector(s).getBoundingClientRect();"
+                         " return {x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height}; }", selector)
+
+
+def test_the_result_is_in_view_beside_the_editor_not_below_it(page):
+    page.get_by_role("tab", name="Free-viewpoint orbit").click()
+    page.wait_for_selector(f"{PLOT} .main-svg", timeout=30000)
+    video, plot = _box(page, "#orbit-video"), _box(page, "#camera-plot")
+    assert video["y"] < page.viewport_size["height"] - 100, f"the result starts {video['y']:.0f} px down the page"
+    assert video["y"] < plot["y"] + plot["h"], "the result sits below the camera editor"
+
+
+def test_the_editors_titles_stand_apart_at_any_width(page):
+    page.get_by_role("tab", name="Free-viewpoint orbit").click()
+    size = page.viewport_size
+    try:
+        for width in (1400, 1000):
+            page.set_viewport_size({"width": width, "height": size["height"]})
+            page.wait_for_timeout(800)  # Plotly redraws on resize
+            titles = [page.locator("#camera-plot").get_by_text(t, exact=False).first for t in ("3D view", "Top view")]
+            left, right = (t.bounding_box() for t in titles)
+            apart = left["x"] + left["width"] + 12 <= right["x"] or left["y"] + left["height"] <= right["y"]
+            assert apart, f"at {width} px the titles touch: {left} {right}"
+    finally:
+        page.set_viewport_size(size)
+
+
+def test_the_top_views_keyframes_show_their_numbers(page):
+    page.get_by_role("tab", name="Free-viewpoint orbit").click()
+    page.wait_for_selector(f"{PLOT} .shapelayer path", timeout=30000)
+    # Each draggable circle has its number on top of it: a text inside the circle, painted after it.
+    numbered = page.evaluate(f"""() => {{
+      const root = document.querySelector('{PLOT}');
+      const texts = [...root.querySelectorAll('text')];
+      return [...root.querySelectorAll('.shapelayer path')].map((circle, i) => {{
+        const c = circle.getBoundingClientRect();
+        return texts.some(t => {{
+          const r = t.getBoundingClientRect(), x = r.left + r.width / 2, y = r.top + r.height / 2;
+          return t.textContent.trim() === String(i + 1) && r.width > 0 && x > c.left && x < c.right
+            && y > c.top && y < c.bottom && (circle.compareDocumentPosition(t) & Node.DOCUMENT_POSITION_FOLLOWING);
+        }});
+      }});
+    }}""")
+    assert numbered and all(numbered), numbered
+
+
 def test_camera_editor_redraws_on_edits(page):
     page.get_by_role("tab", name="Free-viewpoint orbit").click()
     page.wait_for_selector(f"{PLOT} .main-svg", timeout=30000)  # Plotly loaded from the pip package and drew
