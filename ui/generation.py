@@ -122,7 +122,8 @@ def sampling_args(seed=None, randomize=None, steps=None, guidance=None, audio_st
         number = math.nan
     if not (math.isfinite(number) and number == int(number) and 0 <= number <= MAX_SEED):
         raise ValueError(f"The seed must be a whole number between 0 and {MAX_SEED}, got {seed!r}.")
-    strengths = dict(audio=given("audio_strength", audio_strength), identity=given("identity_strength", identity_strength),
+    strengths = dict(audio=given("audio_strength", audio_strength),
+                     identity=given("identity_strength", identity_strength),
                      camera=given("camera_strength", camera_strength))
     steps, guidance, strengths = check_sampling(given("steps", steps), given("guidance", guidance), strengths)
     return dict(seed=int(number), steps=steps, guidance=guidance, strengths=strengths)
@@ -183,13 +184,39 @@ def run_stream(task: str, progress: gr.Progress, notes: str = "", keep=None, **k
         remove_output_dir(out_dir)
 
 
+def stop_button(elem_prefix: str) -> gr.Button:
+    """The tab's Stop: disabled until a generation of this page starts (``wire`` switches it)."""
+    return gr.Button("Stop", variant="stop", interactive=False, elem_id=f"{elem_prefix}-stop")
+
+
+def _running(on: bool):
+    """(Run, Stop) while a generation of the page runs or waits in the queue (``on``), and after."""
+    return gr.Button(interactive=not on), gr.Button(interactive=on)
+
+
 def wire(button: gr.Button, stop: gr.Button, fn, inputs: list, outputs: Outputs, api_name: str, examples=None):
     """Generation events of every tab go through one queue slot (the model), and Stop cancels them (and the runs of
-    the tab's ``examples``, an ``example_cache.ExampleRuns``)."""
+    the tab's ``examples``, an ``example_cache.ExampleRuns``).
+
+    From the click until the run has ended (its queued time included: a queued job can be stopped too) Stop is
+    enabled and the run button disabled, so a page runs one job at a time. After Stop, the run button comes back only
+    once the cancel is confirmed: the browser confirms it with the run's ``.then``, which would otherwise land in the
+    next run and switch its Stop off (and, while it waits, Gradio drops a click on the run button).
+    """
+    quick = dict(queue=False, show_progress="hidden", api_visibility="private")
+    switches = [button, stop]
+    button.click(lambda: _running(True), None, switches, **quick)
     event = button.click(fn, inputs, outputs.components(), api_name=api_name, **MODEL_SLOT)
-    runs = [event] + ([examples.event] if examples is not None else [])
+    runs = [event]
+    if examples is not None:  # an example's first click generates on the model slot: stoppable likewise
+        # Queued (the browser acts on a State's change only for queued events), on no slot: it never waits.
+        examples.trigger.change(lambda: _running(True), None, switches, concurrency_limit=None,
+                                show_progress="hidden", api_visibility="private")
+        runs.append(examples.event)
+    for run in runs:
+        run.then(lambda: _running(False), None, switches, **quick)  # finished, failed, or its cancel confirmed
     # Stop cancels the run (the sampler stops within a denoising step) and says where.
     stop.click(stopped_status, outputs.run, [outputs.status, outputs.run], cancels=runs, queue=False,
                api_visibility="private")
+    stop.click(lambda: gr.Button(interactive=False), None, stop, **quick)
     return event
-

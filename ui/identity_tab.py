@@ -10,7 +10,7 @@ import gradio as gr
 
 from . import capabilities, examples
 from .errors import user_errors
-from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
+from .generation import Controls, Outputs, require, run_stream, sampling_args, stop_button, wire
 from .inputs import face_crop, max_seconds, read_audio, read_identity
 from .model import get_pipeline
 from .portrait_input import PortraitInput
@@ -76,7 +76,7 @@ def build() -> None:
             controls = Controls.build("identity")
             with gr.Row():
                 button = capabilities.run_button("Generate", available, elem_id="identity-run")
-                stop = gr.Button("Stop", variant="stop", elem_id="identity-stop")
+                stop = stop_button("identity")
         with gr.Column():
             outputs = Outputs.build(controls.seed, "identity")
 

@@ -8,7 +8,7 @@ from . import camera_keyframes as ck
 from . import capabilities, examples
 from .camera_editor import CameraEditor, on_json
 from .errors import user_errors
-from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
+from .generation import Controls, Outputs, require, run_stream, sampling_args, stop_button, wire
 from .inputs import face_crop, max_seconds, read_audio
 from .model import get_pipeline
 from .portrait_input import PortraitInput
@@ -64,7 +64,7 @@ def build() -> None:
             controls = Controls.build("orbit")
             with gr.Row():
                 button = capabilities.run_button("Render orbit", available, elem_id="orbit-run")
-                stop = gr.Button("Stop", variant="stop", elem_id="orbit-stop")
+                stop = stop_button("orbit")
         with gr.Column():  # the result beside the inputs, in view while a run streams, not below the editor
             outputs = Outputs.build(controls.seed, "orbit")
     editor = CameraEditor(seconds)  # full width below both

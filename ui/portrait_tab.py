@@ -6,7 +6,7 @@ import gradio as gr
 
 from . import capabilities, examples
 from .errors import user_errors
-from .generation import Controls, Outputs, require, run_stream, sampling_args, wire
+from .generation import Controls, Outputs, require, run_stream, sampling_args, stop_button, wire
 from .inputs import face_crop, read_audio
 from .model import get_pipeline
 from .portrait_input import PortraitInput
@@ -50,7 +50,7 @@ def build() -> None:
             controls = Controls.build("portrait")
             with gr.Row():
                 button = capabilities.run_button("Animate", available, elem_id="portrait-run")
-                stop = gr.Button("Stop", variant="stop", elem_id="portrait-stop")
+                stop = stop_button("portrait")
         with gr.Column():
             outputs = Outputs.build(controls.seed, "portrait")
 

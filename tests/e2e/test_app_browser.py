@@ -205,12 +205,15 @@ def test_orbit_generation_plays(page, shots, portrait_png):
     steps = page.locator("#orbit-steps input[type=number]")
     steps.fill("1")
     steps.press("Enter")
+    stop = page.locator("#orbit-stop")
+    sync_api.expect(stop).to_be_disabled()  # nothing runs: nothing to stop
     page.locator("#orbit-run").click()
     page.wait_for_function(
         "() => { const v = document.querySelector('#orbit-video video');"
         " return v && v.readyState >= 2 && v.currentTime > 0; }", timeout=90000)
     page.wait_for_selector("#orbit-mp4 a", timeout=60000)  # the complete mp4 to download
     assert "Done" in page.locator("#orbit-status").inner_text()
+    sync_api.expect(stop).to_be_disabled(timeout=10000)
     page.locator("#orbit-video").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "orbit_generated.png"), full_page=True)
     assert not page.errors, page.errors
@@ -227,11 +230,19 @@ def test_stop_says_where_the_generation_stopped(page, portrait_png):
         page.get_by_text("Sampling").last.click()
     steps.fill("1")
     steps.press("Enter")
-    page.locator("#orbit-run").click()
-    sync_api.expect(page.locator("#orbit-status")).to_contain_text("Segment 1 of 16", timeout=90000)
-    page.locator("#orbit-stop").click()
-    sync_api.expect(page.locator("#orbit-status")).to_contain_text("Stopped during segment", timeout=20000)
-    assert "of 16" in page.locator("#orbit-status").inner_text()
+    status, stop, run = page.locator("#orbit-status"), page.locator("#orbit-stop"), page.locator("#orbit-run")
+    for attempt in range(2):  # Stop must come back for the next run, not only for the first
+        sync_api.expect(run).to_be_enabled(timeout=20000)  # once the previous run's cancel is confirmed
+        run.click()
+        sync_api.expect(stop).to_be_enabled(timeout=20000)
+        sync_api.expect(run).to_be_disabled()  # one job per page at a time
+        sync_api.expect(status).to_contain_text("Segment 1 of 16", timeout=90000)
+        assert stop.is_enabled(), f"Stop was switched off during run {attempt + 1}"
+        stop.click()
+        sync_api.expect(status).to_contain_text("Stopped during segment", timeout=20000)
+        assert "of 16" in status.inner_text()
+        sync_api.expect(stop).to_be_disabled(timeout=10000)
+    sync_api.expect(run).to_be_enabled(timeout=20000)
     assert not page.errors, page.errors
 
 
@@ -244,6 +255,8 @@ def test_example_click_shows_its_cached_video(page, shots):
         "() => { const v = document.querySelector('#portrait-video video'); return v && v.readyState >= 2; }",
         timeout=30000)
     page.wait_for_selector("#portrait-mp4 a", timeout=10000)
+    sync_api.expect(page.locator("#portrait-stop")).to_be_disabled(timeout=10000)  # the example's run has ended
+    sync_api.expect(page.locator("#portrait-run")).to_be_enabled()
     page.screenshot(path=str(shots / "portrait_example.png"), full_page=True)
     assert not page.errors, page.errors
 
