@@ -252,7 +252,7 @@ def test_nan_sampling_values_are_named_as_such(server):
     import httpx
 
     url = server.local_url + "gradio_api/call/portrait"
-    body = '{"data": [null, null, true, 0, false, NaN, 3.0, 1.0, 1.0, 1.0]}'
+    body = '{"data": [null, null, true, 0, false, NaN, 3.0, 1.0, 1.0, 1.0, "quality", 2]}'  # sampler, fast_steps
     event = httpx.post(url, content=body, headers={"Content-Type": "application/json"}).json()["event_id"]
     answer = httpx.get(f"{url}/{event}", timeout=60).text
     assert "steps must be a number between 1 and 100, got NaN" in answer, answer

@@ -10,7 +10,8 @@ example video is copied into the cache, so the next click on it, anyone's, shows
 Why not Gradio's own lazy example cache: it computes the first click inside the example-loading event, outside the
 queue, without progress, and Stop cannot reach it; that one click held up every visitor for a whole generation.
 
-The cache is ``$TMPDIR/starcaster-ui/examples/<task>-<fingerprint>/``, the fingerprint naming the model, its weights'
+An example follows the tab's *Quality / Fast* choice, and each sampler's videos are cached apart:
+``$TMPDIR/starcaster-ui/examples/<task>-<sampler>-<fingerprint>/``, the fingerprint naming the model, its weights'
 dates, the example settings and the example files' contents: a different model or changed assets start afresh.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import FileData
 
+from . import samplers
 from .errors import user_errors
 from .generation import MODEL_SLOT, RunState, require, run_stream
 from .model import get_pipeline, model_name
@@ -32,22 +34,26 @@ from .streaming import OUTPUT_ROOT, can_stream
 
 CACHE_ROOT = os.path.join(OUTPUT_ROOT, "examples")
 
-# Examples are made once for everybody, so they use the model's own defaults (None) rather than a visitor's settings.
+# Examples are made once for everybody, so they use the model's own defaults (None) rather than a visitor's settings;
+# only the sampler is the visitor's (the tab's choice).
 EXAMPLE_SAMPLING = dict(seed=0, steps=None, guidance=None)
 
 
-def example_settings(pipe) -> dict:
-    """The sampling arguments every example is generated with."""
-    steps = EXAMPLE_SAMPLING["steps"] or pipe.settings.steps
-    guidance = EXAMPLE_SAMPLING["guidance"] or pipe.settings.guidance
+def example_settings(pipe, sampler: str = samplers.QUALITY) -> dict:
+    """The sampling arguments every example is generated with by ``sampler`` (Fast: its own steps, no guidance)."""
+    fast = sampler == samplers.FAST
+    steps = EXAMPLE_SAMPLING["steps"] or (pipe.settings.fast_steps if fast else pipe.settings.steps)
+    guidance = None if fast else float(EXAMPLE_SAMPLING["guidance"] or pipe.settings.guidance)
     strengths = dict(audio=1.0, identity=1.0, camera=1.0)
-    return dict(seed=int(EXAMPLE_SAMPLING["seed"]), steps=int(steps), guidance=float(guidance), strengths=strengths)
+    return dict(seed=int(EXAMPLE_SAMPLING["seed"]), steps=int(steps), guidance=guidance, strengths=strengths,
+                sampler=sampler)
 
 
-def fingerprint(rows, pipe) -> str:
+def fingerprint(rows, pipe, sampler: str = samplers.QUALITY) -> str:
     """Names a cache folder: the model, its weights' dates, the example settings and the example files' contents."""
     h = hashlib.sha1()
-    h.update(json.dumps([model_name(), _weights_stamp(model_name()), example_settings(pipe)], sort_keys=True).encode())
+    settings = example_settings(pipe, sampler)
+    h.update(json.dumps([model_name(), _weights_stamp(model_name()), settings], sort_keys=True).encode())
     for row in rows:
         for value in row:
             h.update(repr(value).encode())
@@ -71,17 +77,20 @@ class ExampleRuns:
 
     def __init__(self, task: str, rows: list, request):
         self.task, self.rows, self.request = task, rows, request
-        self.folder = Path(CACHE_ROOT) / f"{task}-{fingerprint(rows, get_pipeline())}"
+        pipe = get_pipeline()
+        self.folders = {sampler: Path(CACHE_ROOT) / f"{task}-{sampler}-{fingerprint(rows, pipe, sampler)}"
+                        for _, sampler in samplers.CHOICES}
         self.event = None  # the model-slot run (Stop cancels it)
         self.trigger = None  # the per-session State whose change starts it
 
     # -- the cache ------------------------------------------------------------------------------------------------
-    def _paths(self, index: int) -> tuple[Path, Path]:
-        return self.folder / f"{index}.mp4", self.folder / f"{index}.json"
+    def _paths(self, index: int, sampler: str) -> tuple[Path, Path]:
+        folder = self.folders[sampler]
+        return folder / f"{index}.mp4", folder / f"{index}.json"
 
-    def cached(self, index: int) -> dict | None:
-        """``{"mp4", "seed", "status"}`` of a stored example video, or None."""
-        mp4, meta = self._paths(index)
+    def cached(self, index: int, sampler: str = samplers.QUALITY) -> dict | None:
+        """``{"mp4", "seed", "status"}`` of a stored example video made by ``sampler``, or None."""
+        mp4, meta = self._paths(index, sampler)
         try:
             info = json.loads(meta.read_text())
         except (OSError, ValueError):
@@ -90,12 +99,12 @@ class ExampleRuns:
 
     def _store(self, index: int, settings: dict):
         def keep(final: str, frames: int):
-            mp4, meta = self._paths(index)
-            self.folder.mkdir(parents=True, exist_ok=True)
+            mp4, meta = self._paths(index, settings["sampler"])
+            mp4.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(final, mp4)
-            steps = settings["steps"]
-            status = (f"Example: {frames} frames at {get_pipeline().fps:g} fps, seed {settings['seed']}, {steps} "
-                      f"step{'s' * (steps != 1)}. It is cached: the next click on it shows this video at once.")
+            sampled = samplers.describe(settings["sampler"], settings["steps"])
+            status = (f"Example: {frames} frames at {get_pipeline().fps:g} fps, seed {settings['seed']}, {sampled}. "
+                      "It is cached: the next click on it shows this video at once.")
             meta.write_text(json.dumps({"seed": settings["seed"], "status": status}))
             return str(mp4), status
 
@@ -118,38 +127,41 @@ class ExampleRuns:
         return k
 
     # -- the events -------------------------------------------------------------------------------------------------
-    def show(self, picked, trigger):
+    def show(self, picked, trigger, sampler=None):
         """On a click (outside the queue): the stored video at once, or a request to generate it on the model slot."""
         index = picked[0] if isinstance(picked, (list, tuple)) else picked
-        entry = self.cached(self._index(index))
+        entry = self.cached(self._index(index), samplers.resolve(sampler, get_pipeline()))
         if entry is not None:
             return (*self._show_cached(entry), gr.skip(), gr.skip())
         status = "Example: waiting for the model (it is generated once, then cached)..."
         return gr.skip(), None, gr.skip(), status, RunState(), index, (trigger or 0) + 1
 
-    def generate(self, index, progress=gr.Progress()):
-        """Example `index` (0-based, in the page's order): its stored video, or else generated like a tab's run
-        (queued on the model, streamed) and then stored for everyone."""
+    def generate(self, index, sampler=None, progress=gr.Progress()):
+        """Example `index` (0-based, in the page's order) made by `sampler` ("quality" or "fast"; None: Fast on a
+        CPU, Quality on a GPU): its stored video, or else generated like a tab's run (queued on the model, streamed)
+        and then stored for everyone."""
         k = self._index(index)
-        entry = self.cached(k)
+        pipe = get_pipeline()
+        sampler = samplers.resolve(sampler, pipe)
+        entry = self.cached(k, sampler)
         if entry is not None:
             yield self._show_cached(entry, queued_stream=True)
             return
-        pipe = get_pipeline()
         require(self.task, pipe)
         inputs, notes = self.request(self.rows[k])
-        settings = example_settings(pipe)
+        settings = example_settings(pipe, sampler)
         yield from run_stream(self.task, progress, notes, keep=self._store(k, settings), **inputs, **settings)
 
-    def wire(self, examples: gr.Examples, outputs) -> "ExampleRuns":
+    def wire(self, examples: gr.Examples, outputs, sampler: gr.Radio | None = None) -> "ExampleRuns":
         index = gr.Number(None, visible="hidden", precision=0, label="Example index",  # the label names it in view_api()
                           elem_id=f"{self.task}-example-index")
         trigger = self.trigger = gr.State(0)
         # Queued (Gradio's browser client acts on a State's change only for queued events) but never waiting: it
         # reads a file, so it has no concurrency limit and does not share the model's slot.
-        examples.dataset.click(user_errors(self.show), [examples.dataset, trigger],
+        chosen = [sampler] if sampler is not None else []  # the tab's Quality / Fast choice
+        examples.dataset.click(user_errors(self.show), [examples.dataset, trigger, *chosen],
                                [*outputs.components(), index, trigger], concurrency_limit=None,
                                show_progress="hidden", api_visibility="private")
-        self.event = trigger.change(user_errors(self.generate), index, outputs.components(),
+        self.event = trigger.change(user_errors(self.generate), [index, *chosen], outputs.components(),
                                     api_name=f"{self.task}_example", **MODEL_SLOT)
         return self

@@ -59,9 +59,10 @@ def _name(path) -> str:
     return os.path.splitext(os.path.basename(path))[0] if path else "silent"
 
 
-def _show(rows, inputs, label, labels=None, *, fn=None, outputs=None, task=None):
+def _show(rows, inputs, label, labels=None, *, fn=None, outputs=None, task=None, sampler=None):
     """Examples that fill ``inputs``; with ``fn`` (``row -> (pipeline inputs, note)``: the task is available) a click
-    also shows the example's video, generated on the model slot the first time (``ExampleRuns``).
+    also shows the example's video for the tab's ``sampler`` choice, generated on the model slot the first time
+    (``ExampleRuns``).
 
     Returns (gr.Examples, ExampleRuns or None), or (None, None) when there are no examples."""
     if not rows:
@@ -73,22 +74,22 @@ def _show(rows, inputs, label, labels=None, *, fn=None, outputs=None, task=None)
                            example_labels=labels, elem_id=f"{task}-examples")
     if fn is None:  # the model cannot do this task: fill the inputs only, nothing to generate
         return examples, None
-    return examples, ExampleRuns(task, rows, fn).wire(examples, outputs)
+    return examples, ExampleRuns(task, rows, fn).wire(examples, outputs, sampler)
 
 
-def portrait_examples(inputs, fn=None, outputs=None):
+def portrait_examples(inputs, fn=None, outputs=None, sampler=None):
     """Rows of (portrait, speech, aligned). The bundled portraits are aligned renders: detection is skipped."""
     return _show([[img, snd, True] for img, snd in _pairs()], inputs, "Examples (bundled portraits and speech)",
-                 fn=fn, outputs=outputs, task="portrait")
+                 fn=fn, outputs=outputs, task="portrait", sampler=sampler)
 
 
-def identity_examples(inputs, fn=None, outputs=None):
+def identity_examples(inputs, fn=None, outputs=None, sampler=None):
     """Rows of (photo, speech, aligned)."""
     return _show([[img, snd, True] for img, snd in _pairs()], inputs, "Examples", fn=fn, outputs=outputs,
-                 task="identity")
+                 task="identity", sampler=sampler)
 
 
-def orbit_examples(inputs, fn=None, outputs=None, load_camera=None, camera_outputs=None):
+def orbit_examples(inputs, fn=None, outputs=None, load_camera=None, camera_outputs=None, sampler=None):
     """Rows of (portrait, speech or None, aligned, camera JSON); ``load_camera(json)`` redraws the editor on click."""
     paths = cameras()
     rows, labels = [], []
@@ -102,7 +103,7 @@ def orbit_examples(inputs, fn=None, outputs=None, load_camera=None, camera_outpu
         rows.append([img, snd, True, text])
         labels.append(f"{_name(img)} + {_name(camera)} camera + {_name(snd)}")
     examples, runs = _show(rows, inputs, "Examples (bundled portraits and camera paths)", labels, fn=fn,
-                           outputs=outputs, task="orbit")
+                           outputs=outputs, task="orbit", sampler=sampler)
     if examples is not None and load_camera is not None:
         # Its own listener on the click: the editor redraws at once, not after the example's video is generated.
         # Gradio's example dataset hands listeners (index, row), the row without all-empty columns.

@@ -11,13 +11,16 @@ import gradio as gr
 
 from starcaster.pipeline_inputs import SAMPLING_LIMITS, check_sampling
 
+from . import samplers
 from .jobs import current_job
 from .model import GPU, MODEL_CONCURRENCY_ID, get_pipeline
 from .queue_eta import time_left
 from .streaming import FALLBACK_NOTE, can_stream, new_output_dir, remove_output_dir, stream_segments
 
 MAX_SEED = 2**31 - 1
-# The sliders' starting values. An API call may leave any of them out (None): it then gets the same.
+# The sliders' starting values. An API call may leave any of them out (None): it then gets the same. ``steps`` is
+# Quality's; Fast's steps start at the model's own ``settings.fast_steps``, and the sampler's default is
+# ``samplers.default_sampler`` (Fast on a CPU, Quality on a GPU).
 SAMPLING_DEFAULTS = dict(seed=0, randomize=False, steps=25, guidance=3.0, audio_strength=1.0, identity_strength=1.0,
                          camera_strength=1.0)
 
@@ -50,6 +53,7 @@ def stopped_status(run: "RunState | None"):
 
 @dataclass
 class Controls:
+    sampler: gr.Radio  # Quality / Fast (``samplers.py``)
     seed: gr.Number
     randomize: gr.Checkbox
     steps: gr.Slider
@@ -57,11 +61,16 @@ class Controls:
     audio_strength: gr.Slider
     identity_strength: gr.Slider
     camera_strength: gr.Slider
+    fast_steps: gr.Slider  # Fast's own steps, shown instead of ``steps`` while Fast is chosen
 
     @classmethod
     def build(cls, elem_prefix: str) -> "Controls":
         d = SAMPLING_DEFAULTS
+        pipe = get_pipeline()
+        chosen = samplers.default_sampler(pipe)
+        steps_now, fast_steps_now, guidance_now = samplers.slider_states(chosen)
         with gr.Accordion("Sampling", open=False):
+            sampler = samplers.radio(pipe, chosen, elem_prefix, d["steps"])
             with gr.Row():
                 seed = gr.Number(d["seed"], precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
                                  elem_id=f"{elem_prefix}-seed")
@@ -69,19 +78,28 @@ class Controls:
             # The library's ranges (pipeline_inputs.SAMPLING_LIMITS): what the sliders allow, the API accepts.
             with gr.Row():
                 steps = gr.Slider(*SAMPLING_LIMITS["steps"], value=d["steps"], step=1, label="Denoising steps",
-                                  elem_id=f"{elem_prefix}-steps")
+                                  elem_id=f"{elem_prefix}-steps", **steps_now)
+                fast_steps = samplers.fast_steps_slider(pipe, SAMPLING_LIMITS["steps"], elem_prefix, **fast_steps_now)
                 guidance = gr.Slider(*SAMPLING_LIMITS["guidance"], value=d["guidance"], step=0.1,
-                                     label="Guidance (CFG)")
+                                     label="Guidance (CFG)", elem_id=f"{elem_prefix}-guidance", **guidance_now)
             strength = SAMPLING_LIMITS["strength"]
             with gr.Row():
                 audio_s = gr.Slider(*strength, value=d["audio_strength"], step=0.05, label="Audio strength")
                 identity_s = gr.Slider(*strength, value=d["identity_strength"], step=0.05, label="Identity strength")
                 camera_s = gr.Slider(*strength, value=d["camera_strength"], step=0.05, label="Camera strength")
-        return cls(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
+        sampler.change(samplers.switch, sampler, [steps, fast_steps, guidance], queue=False, show_progress="hidden",
+                       api_visibility="private")
+        return cls(sampler, seed, randomize, steps, guidance, audio_s, identity_s, camera_s, fast_steps)
 
     def inputs(self) -> list:
+        """The sliders, in the API's order."""
         return [self.seed, self.randomize, self.steps, self.guidance,
                 self.audio_strength, self.identity_strength, self.camera_strength]
+
+    def sampler_inputs(self) -> list:
+        """The sampler and Fast's steps: each tab appends them to its inputs (they came later: the API keeps its
+        order for callers that pass values by position)."""
+        return [self.sampler, self.fast_steps]
 
 
 @dataclass
@@ -108,9 +126,15 @@ class Outputs:
 
 
 def sampling_args(seed=None, randomize=None, steps=None, guidance=None, audio_strength=None, identity_strength=None,
-                  camera_strength=None) -> dict:
+                  camera_strength=None, sampler=None, fast_steps=None) -> dict:
     """The pipeline's sampling arguments, checked by the library's own rules (the API can send anything); a value
-    the API left out (None) is the slider's default."""
+    the API left out (None) is the slider's default. Quality uses ``steps`` and ``guidance``; Fast uses
+    ``fast_steps`` and ignores the other two, as its greyed-out guidance slider says."""
+    pipe = get_pipeline()
+    sampler = samplers.resolve(sampler, pipe)
+    fast = sampler == samplers.FAST
+    if fast:
+        steps = pipe.settings.fast_steps if fast_steps is None else fast_steps
 
     def given(name, value):
         return SAMPLING_DEFAULTS[name] if value is None else value
@@ -125,8 +149,11 @@ def sampling_args(seed=None, randomize=None, steps=None, guidance=None, audio_st
     strengths = dict(audio=given("audio_strength", audio_strength),
                      identity=given("identity_strength", identity_strength),
                      camera=given("camera_strength", camera_strength))
-    steps, guidance, strengths = check_sampling(given("steps", steps), given("guidance", guidance), strengths)
-    return dict(seed=int(number), steps=steps, guidance=guidance, strengths=strengths)
+    # Fast has no guidance to check: whatever the (disabled) slider sent is not used, so it cannot be wrong.
+    steps, guidance, strengths = check_sampling(given("steps", steps), 1.0 if fast else given("guidance", guidance),
+                                                strengths)
+    return dict(seed=int(number), steps=steps, guidance=None if fast else guidance, strengths=strengths,
+                sampler=sampler)
 
 
 def require(task: str, pipe=None) -> None:
@@ -152,6 +179,7 @@ def run_stream(task: str, progress: gr.Progress, notes: str = "", keep=None, **k
     require(task, pipe)
     streaming = can_stream()
     seed = kwargs["seed"]
+    sampled = samplers.describe(kwargs.get("sampler", samplers.QUALITY), kwargs.get("steps"))
     run = RunState()
     cancel = current_job()  # set when the visitor stops: the sampler then ends within one denoising step
     progress(0.0, desc="Starting")
@@ -168,7 +196,8 @@ def run_stream(task: str, progress: gr.Progress, notes: str = "", keep=None, **k
             status = f"Segment {k} of {total} done ({update.frames_done} frames, seed {seed}){left}."
             final = update.final
             if final:
-                status = f"Done: {update.frames_done} frames at {pipe.fps:g} fps, seed {seed}. {notes}".strip()
+                status = (f"Done: {update.frames_done} frames at {pipe.fps:g} fps, seed {seed}, {sampled}. "
+                          f"{notes}").strip()
                 if keep is not None:
                     final, status = keep(final, update.frames_done)
             if streaming:

@@ -45,11 +45,12 @@ def request(image, embedding, audio, already_aligned, seconds=3.0) -> tuple[dict
 
 @user_errors
 def generate(image=None, embedding=None, audio=None, already_aligned=False, seed=None, randomize=None, steps=None,
-             guidance=None, audio_s=None, identity_s=None, camera_s=None, seconds=None, progress=gr.Progress()):
+             guidance=None, audio_s=None, identity_s=None, camera_s=None, seconds=None, sampler=None, fast_steps=None,
+             progress=gr.Progress()):
     """A new talking video of the person in the photo, or of a saved identity embedding (.npy): give one of the two.
     Speech is optional: without it, a silent clip of `seconds` (None: 3 s). Sampling values left out take the sliders'
-    defaults."""
-    args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
+    defaults. `sampler` is "quality" (`steps`, `guidance`) or "fast" (`fast_steps`; guidance is distilled in)."""
+    args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s, sampler, fast_steps)
     inputs, notes = request(image, embedding, audio, already_aligned, seconds)
     yield from run_stream(TASK, progress, notes=notes, **inputs, **args)
 
@@ -80,6 +81,7 @@ def build() -> None:
         with gr.Column():
             outputs = Outputs.build(controls.seed, "identity")
 
-    inputs = [image, embedding, audio, aligned] + controls.inputs() + [seconds]  # appended: keeps the API order
-    _, runs = examples.identity_examples([image, audio, aligned], example if available else None, outputs)
+    inputs = [image, embedding, audio, aligned] + controls.inputs() + [seconds] + controls.sampler_inputs()
+    _, runs = examples.identity_examples([image, audio, aligned], example if available else None, outputs,
+                                         sampler=controls.sampler)
     wire(button, stop, generate, inputs, outputs, api_name="identity", examples=runs)

@@ -27,6 +27,13 @@ def model_name() -> str:
     return os.environ.get(MODEL_ENV, DEFAULT_MODEL)
 
 
+def on_gpu() -> bool:
+    """Whether the app samples on a GPU (ZeroGPU included), which decides the dtype and the default sampler."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def get_pipeline(name: str | None = None):
     """The shared pipeline, loading it on first use (thread-safe)."""
     global _pipeline, _pipeline_name
@@ -40,12 +47,12 @@ def get_pipeline(name: str | None = None):
             from starcaster import load_pipeline  # imported here so building the UI does not pay for torch
 
             # On a GPU (ZeroGPU included: it wants the model placed on cuda at start-up) sample in bf16 there.
-            on_gpu = torch.cuda.is_available()
-            dtype = torch.bfloat16 if on_gpu else None
+            gpu = on_gpu()
+            dtype = torch.bfloat16 if gpu else None
             if os.environ.get(LOW_MEMORY_ENV, "0") not in ("", "0"):
                 _pipeline = load_pipeline(name, dtype=dtype).enable_low_memory()
             else:
-                _pipeline = load_pipeline(name, device="cuda" if on_gpu else None, dtype=dtype)
+                _pipeline = load_pipeline(name, device="cuda" if gpu else None, dtype=dtype)
             _pipeline_name = name
     return _pipeline
 

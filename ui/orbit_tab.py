@@ -36,11 +36,13 @@ def request(image, audio, camera_json, seconds, already_aligned) -> dict:
 
 @user_errors
 def generate(image, audio=None, camera_json=None, seconds=None, already_aligned=False, seed=None, randomize=None,
-             steps=None, guidance=None, audio_s=None, identity_s=None, camera_s=None, progress=gr.Progress()):
+             steps=None, guidance=None, audio_s=None, identity_s=None, camera_s=None, sampler=None, fast_steps=None,
+             progress=gr.Progress()):
     """The portrait seen from a moving camera (camera_json: a camera path, as the editor exports it). With speech it
     also talks and the speech sets the length; without, a silent orbit of `seconds` (None: the camera path's own
-    length). Sampling values left out take the sliders' defaults."""
-    args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
+    length). Sampling values left out take the sliders' defaults. `sampler` is "quality" (`steps`, `guidance`) or
+    "fast" (`fast_steps`; guidance is distilled in)."""
+    args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s, sampler, fast_steps)
     inputs = request(image, audio, camera_json, seconds, already_aligned)
     yield from run_stream(TASK, progress, **inputs, **args)
 
@@ -69,9 +71,10 @@ def build() -> None:
             outputs = Outputs.build(controls.seed, "orbit")
     editor = CameraEditor(seconds)  # full width below both
 
-    inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs()
+    inputs = [image, audio, editor.json, seconds, aligned] + controls.inputs() + controls.sampler_inputs()
     _, runs = examples.orbit_examples([image, audio, aligned, editor.json], example if available else None, outputs,
-                                      load_camera=_example_camera, camera_outputs=[editor.table, editor.plot])
+                                      load_camera=_example_camera, camera_outputs=[editor.table, editor.plot],
+                                      sampler=controls.sampler)
     wire(button, stop, generate, inputs, outputs, api_name="orbit", examples=runs)
 
 

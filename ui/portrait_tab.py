@@ -25,10 +25,10 @@ def request(image, audio, already_aligned) -> dict:
 
 @user_errors
 def generate(image, audio, already_aligned=False, seed=None, randomize=None, steps=None, guidance=None, audio_s=None,
-             identity_s=None, camera_s=None, progress=gr.Progress()):
+             identity_s=None, camera_s=None, sampler=None, fast_steps=None, progress=gr.Progress()):
     """A talking video of the portrait photo, driven by the speech audio. Sampling values left out take the sliders'
-    defaults."""
-    args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s)
+    defaults. `sampler` is "quality" (`steps`, `guidance`) or "fast" (`fast_steps`; guidance is distilled in)."""
+    args = sampling_args(seed, randomize, steps, guidance, audio_s, identity_s, camera_s, sampler, fast_steps)
     inputs = request(image, audio, already_aligned)
     yield from run_stream(TASK, progress, **inputs, **args)
 
@@ -54,6 +54,7 @@ def build() -> None:
         with gr.Column():
             outputs = Outputs.build(controls.seed, "portrait")
 
-    inputs = [image, audio, aligned] + controls.inputs()
-    _, runs = examples.portrait_examples([image, audio, aligned], example if available else None, outputs)
+    inputs = [image, audio, aligned] + controls.inputs() + controls.sampler_inputs()
+    _, runs = examples.portrait_examples([image, audio, aligned], example if available else None, outputs,
+                                         sampler=controls.sampler)
     wire(button, stop, generate, inputs, outputs, api_name="portrait", examples=runs)

@@ -98,6 +98,16 @@ def portrait_png(small_assets):
     return str(small_assets / "portraits" / "face.png")
 
 
+def _quality_steps(page, prefix: str, steps: int):
+    """Quality with ``steps`` steps (Fast is the CPU default; test_fast_streaming.py drives it)."""
+    if not page.locator(f"#{prefix}-sampler").is_visible():
+        page.get_by_text("Sampling").last.click()
+    page.locator(f"#{prefix}-sampler").get_by_text("Quality", exact=True).click()
+    field = page.locator(f"#{prefix}-steps input[type=number]")
+    field.fill(str(steps))
+    field.press("Enter")
+
+
 def _revision(page) -> int:
     return int(page.get_attribute(PLOT, "data-revision"))
 
@@ -201,10 +211,7 @@ def test_orbit_generation_plays(page, shots, portrait_png):
     page.wait_for_selector("#orbit-crop img", state="attached", timeout=20000)  # the crop preview the model will see
     page.locator("#orbit-seconds input[type=number]").fill("0.6")
     page.locator("#orbit-seconds input[type=number]").press("Enter")
-    page.get_by_text("Sampling").last.click()
-    steps = page.locator("#orbit-steps input[type=number]")
-    steps.fill("1")
-    steps.press("Enter")
+    _quality_steps(page, "orbit", 1)
     stop = page.locator("#orbit-stop")
     sync_api.expect(stop).to_be_disabled()  # nothing runs: nothing to stop
     page.locator("#orbit-run").click()
@@ -225,11 +232,7 @@ def test_stop_says_where_the_generation_stopped(page, portrait_png):
     page.locator("#orbit-aligned input").check()
     page.locator("#orbit-seconds input[type=number]").fill("10")  # 16 segments: Stop comes long before the end
     page.locator("#orbit-seconds input[type=number]").press("Enter")
-    steps = page.locator("#orbit-steps input[type=number]")
-    if not steps.is_visible():
-        page.get_by_text("Sampling").last.click()
-    steps.fill("1")
-    steps.press("Enter")
+    _quality_steps(page, "orbit", 1)
     status, stop, run = page.locator("#orbit-status"), page.locator("#orbit-stop"), page.locator("#orbit-run")
     for attempt in range(2):  # Stop must come back for the next run, not only for the first
         sync_api.expect(run).to_be_enabled(timeout=20000)  # once the previous run's cancel is confirmed
