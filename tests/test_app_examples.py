@@ -123,17 +123,20 @@ def test_all_capabilities_means_no_notice(pipe, monkeypatch):
 
 
 def test_stop_says_at_which_segment_the_generation_stopped(assets, pipe, monkeypatch):
-    """The portrait tab's handler over a stand-in sampler of three 16-frame segments (the real one is slow here)."""
+    """The portrait tab's handler over a stand-in sampler of ten 16-frame segments (the real one is slow here)."""
+    import time
     from types import SimpleNamespace
 
     from ui import portrait_tab
 
     sampled = []
 
-    def sampler(**kwargs):
-        for k in range(3):
+    def sampler(cancel=None, **kwargs):
+        for k in range(10):
+            if cancel():  # as the real sampler checks after every denoising step
+                return
             sampled.append(k)
-            yield SimpleNamespace(index=k, num_segments=3, start_frame=16 * k, frames=np.zeros((16, 32, 32, 3), np.uint8),
+            yield SimpleNamespace(index=k, num_segments=10, start_frame=16 * k, frames=np.zeros((16, 32, 32, 3), np.uint8),
                                   fps=pipe.fps, sample_rate=RATE, audio=np.zeros(int(16 * RATE / pipe.fps), np.float32))
 
     monkeypatch.setattr(pipe, "stream", sampler)
@@ -143,13 +146,17 @@ def test_stop_says_at_which_segment_the_generation_stopped(assets, pipe, monkeyp
     assert status.startswith("Starting") and state.segment == 0
     assert "before the first segment" in generation.stopped_status(state)[0]
     *_, status, state = next(run)
-    assert (state.segment, state.num_segments, state.frames) == (1, 3, 16) and "Segment 1 of 3" in status
+    assert (state.segment, state.num_segments, state.frames) == (1, 10, 16) and "Segment 1 of 10" in status
     assert "s left" in status, status  # the queue shows no time: the run says what its own pace predicts
-    run.close()  # what Gradio does on Stop
-    assert sampled == [0], "the sampler went on after Stop"
+    run.close()  # what Gradio does on Stop: it returns once the sampler has stopped
+    # The sampler runs ahead of the stream (ui/streaming.SamplerAhead): one segment waiting, one in the making.
+    stopped_at = list(sampled)
+    assert len(stopped_at) <= 3, f"the sampler ran {len(stopped_at)} segments ahead"
+    time.sleep(0.2)
+    assert sampled == stopped_at, "the sampler went on after Stop"
 
     status, after = generation.stopped_status(state)
-    assert "Stopped during segment 2 of 3" in status and "16 frames" in status and after.finished
+    assert "Stopped during segment 2 of 10" in status and "16 frames" in status and after.finished
     assert isinstance(generation.stopped_status(after)[0], type(gr.skip()))  # a second Stop changes nothing
 
 

@@ -1,4 +1,5 @@
-"""Segments -> streamed chunks and the final mp4 (``ui/streaming.py``), with a stand-in segment source (no model)."""
+"""Segments -> streamed chunks and the final mp4 (``ui/streaming.py``), with a stand-in segment source (no model); the
+sampler running ahead in its own thread; the first chunk waiting for the lead the player needs."""
 
 from types import SimpleNamespace
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from starcaster.video import probe
-from ui.streaming import stream_segments
+from ui.streaming import SamplerAhead, lead_needed, stream_segments
 
 FPS, RATE, SEG = 25, 16000, 16
 
@@ -60,3 +61,65 @@ def test_stop_closes_the_sampler_between_segments(tmp_path):
 def test_no_segments_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no frames"):
         list(stream_segments(iter([]), str(tmp_path)))
+
+
+class _Paced:
+    """Stand-in segments that say when each was sampled (as ``SamplerAhead`` does): ``seconds`` apart."""
+
+    def __init__(self, num_frames, seconds):
+        self.segments = list(_segments(num_frames, []))
+        self.sampled_at = [k * seconds for k in range(len(self.segments))]
+
+    def __iter__(self):
+        return iter(self.segments)
+
+
+def test_the_lead_a_stream_needs_grows_as_the_sampler_falls_behind_real_time():
+    assert lead_needed(1000, FPS, 2 * FPS, SEG) == pytest.approx(SEG / (2 * FPS))  # ahead: one segment's time
+    assert lead_needed(68, FPS, 20.0, SEG) == pytest.approx(68 * (1 / 20 - 1 / 25) + 16 / 20)
+    assert lead_needed(10, FPS, None, SEG) == float("inf")  # the pace is not known yet
+
+
+@pytest.mark.parametrize("seconds_per_segment, chunks", [
+    (0.5, [False, True, False, True, False, True, True]),  # faster than real time: a chunk every 32 frames
+    (0.8, [False, False, True, False, True, False, True]),  # 20 frames/s: the first chunk waits for a lead
+    (9.4, [False, True, False, True, False, True, True]),  # Quality on a CPU: no lead would do, progress shows
+])
+def test_the_first_chunk_waits_until_the_stream_can_stay_ahead(tmp_path, seconds_per_segment, chunks):
+    updates = list(stream_segments(_Paced(100, seconds_per_segment), str(tmp_path)))
+    assert [u.chunk is not None for u in updates] == chunks
+
+
+def test_the_sampler_runs_ahead_while_the_caller_is_busy_and_stops_when_closed():
+    import threading
+    import time
+
+    sampled, stopped = [], threading.Event()
+
+    def start(is_stopped):
+        def segments():
+            try:
+                for k in range(100):
+                    if is_stopped():  # the pipeline's cancel check, after every denoising step
+                        return
+                    sampled.append(k)
+                    yield k
+            finally:  # ended by the cancel check or closed where it waits: either way in its own thread
+                stopped.set()
+        return segments()
+
+    ahead = SamplerAhead(start)
+    assert next(ahead) == 0
+    time.sleep(0.3)  # the caller encodes and sends segment 0 meanwhile
+    assert sampled[:3] == [0, 1, 2] and len(sampled) == 3, "one segment waits, the next is being made"
+    ahead.close()
+    assert stopped.is_set() and not ahead._thread.is_alive()
+    assert len(ahead.sampled_at) == len(sampled)
+
+
+def test_the_samplers_errors_reach_the_caller():
+    def start(is_stopped):
+        raise ValueError("The audio is silent.")
+
+    with pytest.raises(ValueError, match="silent"):
+        next(SamplerAhead(start))

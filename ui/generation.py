@@ -15,7 +15,7 @@ from . import samplers
 from .jobs import current_job
 from .model import GPU, MODEL_CONCURRENCY_ID, get_pipeline
 from .queue_eta import time_left
-from .streaming import FALLBACK_NOTE, can_stream, new_output_dir, remove_output_dir, stream_segments
+from .streaming import FALLBACK_NOTE, SamplerAhead, can_stream, new_output_dir, remove_output_dir, stream_segments
 
 MAX_SEED = 2**31 - 1
 # The sliders' starting values. An API call may leave any of them out (None): it then gets the same. ``steps`` is
@@ -187,7 +187,9 @@ def run_stream(task: str, progress: gr.Progress, notes: str = "", keep=None, **k
     out_dir = new_output_dir()
     started = time.monotonic()
     try:
-        segments = pipe.stream(task=task, cancel=cancel, **kwargs)
+        # The sampler runs ahead in its own thread, stopped by the visitor's cancel or by this run ending early.
+        segments = SamplerAhead(lambda stopped: pipe.stream(task=task, cancel=lambda: cancel.is_set() or stopped(),
+                                                            **kwargs))
         for update in stream_segments(segments, out_dir, streaming=streaming):
             k, total = update.segment, update.num_segments
             run = RunState(k, total, update.frames_done, finished=bool(update.final))

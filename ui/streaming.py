@@ -1,17 +1,23 @@
 """Glue between the pipeline's segments and the browser: chunk files for ``gr.Video(streaming=True)``, one final mp4.
 
 Each segment is 16 frames (0.64 s at 25 fps). Players stall on chunks that short, so segments are buffered until a
-chunk holds at least ``min_chunk_seconds``; the last chunk takes whatever is left. Every chunk carries its own exact
-slice of the audio, the first included: Gradio builds the stream's audio track from the chunks, and a silent first
-chunk makes the whole stream silent.
+chunk holds at least ``min_chunk_seconds``; the last chunk takes whatever is left. The first chunk also waits until
+the stream can stay ahead of the player at the sampler's measured pace (``lead_needed``): a sampler at or above real
+time (Fast) starts after its first second of video, one a little slower buffers a little more first rather than
+stalling every chunk, and one far slower (Quality on a CPU) streams its progress as it comes. Every chunk carries its
+own exact slice of the audio, the first included: Gradio builds the stream's audio track from the chunks, and a
+silent first chunk makes the whole stream silent.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -67,6 +73,87 @@ def prune_outputs(max_age: float | None = None) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+class SamplerAhead:
+    """The sampler's segments, made in a thread of their own while the caller encodes and sends the previous ones.
+
+    Gradio asks a generator for its next value only once it has sent the last one (the chunk's encode, Gradio's
+    ffprobe and mux, the browser's message), so a sampler run inside the handler idles through all of that; with Fast
+    on a CPU that is the difference between streaming faster and slower than the video plays. ``start(stopped)``
+    returns the segment iterator and must stop within a denoising step once ``stopped()`` is true (``pipe.stream``'s
+    ``cancel``). At most ``depth`` finished segments wait here, so memory holds a segment or two, not the video.
+
+    ``close()`` (Stop, or the run ending early) stops the sampler and waits for it: the model slot is free only once
+    nothing samples in the background any more. ``sampled_at`` holds when each segment was finished, for the pace
+    (the caller's own clock would see segments that waited here arrive back to back).
+    """
+
+    def __init__(self, start, depth: int = 1):
+        self.sampled_at: list[float] = []
+        self._finished = False
+        self._stop = threading.Event()
+        self._ready = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, args=(start,), name="starcaster-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self, start) -> None:
+        segments = None
+        try:
+            segments = start(self._stop.is_set)
+            for segment in segments:
+                self.sampled_at.append(time.monotonic())
+                if not self._put(("segment", segment)):
+                    break
+            else:
+                self._put(("end", None))
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller's thread, raised there)
+            self._put(("error", exc))
+        finally:
+            close = getattr(segments, "close", None)  # a generator ends here, in the thread that ran it
+            if close is not None:
+                close()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._finished:  # nothing more will come: do not wait for it
+            raise StopIteration
+        kind, value = self._ready.get()
+        self._finished = kind != "segment"
+        if kind == "error":
+            raise value
+        if kind == "end":
+            raise StopIteration
+        return value
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# The first chunk waits for the lead the player needs, but never for more than this much video: beyond it the sampler
+# is so far behind real time that stalls cannot be avoided at a bearable wait, and seeing progress is better.
+MAX_LEAD_SECONDS = 6.0
+
+
+def lead_needed(remaining_frames: int, fps: float, rate: float | None, segment_frames: int) -> float:
+    """Seconds of video to hold before the stream starts so that playback does not catch up with the sampler: what the
+    sampler will fall behind the player over the rest of the clip, plus one segment's sampling time (the next chunk
+    arrives a segment at a time). ``rate``: the sampler's measured frames per second (None: not known yet)."""
+    if not rate:
+        return math.inf
+    return remaining_frames * max(0.0, 1 / rate - 1 / fps) + segment_frames / rate
+
+
 @dataclass
 class StreamUpdate:
     """What one finished segment changes in the UI."""
@@ -82,15 +169,19 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
     """Consume the pipeline's segment iterator; yield one :class:`StreamUpdate` per segment.
 
     Closing this generator (the visitor pressed Stop) closes ``segments`` too, so the sampler stops between segments.
+    The sampler's pace is taken from ``segments.sampled_at`` where it has one (:class:`SamplerAhead`), else from when
+    the segments arrive here.
     """
     from starcaster.video import VideoWriter, write_chunk
 
     # The full video is encoded as segments arrive (VideoWriter), so memory holds one chunk, not the whole clip.
     writer = None
     pending_frames, pending_audio = [], []
-    frames_done = 0
+    frames_done, started, first_seen = 0, False, None
     try:
         for seg in segments:
+            sampled_at = getattr(segments, "sampled_at", ())
+            now = sampled_at[seg.index] if seg.index < len(sampled_at) else time.monotonic()
             frames = np.asarray(seg.frames)
             audio = _segment_audio(seg, len(frames))
             if writer is None:
@@ -103,7 +194,13 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
             last = seg.index + 1 >= seg.num_segments
             update = StreamUpdate(seg.index + 1, seg.num_segments, frames_done=frames_done)
             buffered = sum(len(f) for f in pending_frames) / seg.fps
-            if streaming and (buffered >= min_chunk_seconds or last):
+            if first_seen is None:  # the pace is measured from the first segment on (its set-up time left out)
+                first_seen = (now, frames_done)
+            elif not started and buffered >= min_chunk_seconds:
+                rate = (frames_done - first_seen[1]) / (now - first_seen[0]) if now > first_seen[0] else None
+                lead = lead_needed((seg.num_segments - seg.index - 1) * len(frames), seg.fps, rate, len(frames))
+                started = buffered >= lead or lead > MAX_LEAD_SECONDS
+            if streaming and (last or started and buffered >= min_chunk_seconds):
                 update.chunk = os.path.join(out_dir, f"chunk_{seg.index:04d}.mp4")
                 write_chunk(update.chunk, np.concatenate(pending_frames), seg.fps, np.concatenate(pending_audio),
                             seg.sample_rate)
