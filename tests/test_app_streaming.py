@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from starcaster.video import probe
-from ui.streaming import SamplerAhead, lead_needed, stream_segments
+from ui.streaming import HELD_BACK_SECONDS, SamplerAhead, lead_needed, stream_segments
 
 FPS, RATE, SEG = 25, 16000, 16
 
@@ -75,14 +75,16 @@ class _Paced:
 
 
 def test_the_lead_a_stream_needs_grows_as_the_sampler_falls_behind_real_time():
-    assert lead_needed(1000, FPS, 2 * FPS, SEG) == pytest.approx(SEG / (2 * FPS))  # ahead: one segment's time
-    assert lead_needed(68, FPS, 20.0, SEG) == pytest.approx(68 * (1 / 20 - 1 / 25) + 16 / 20)
+    held = HELD_BACK_SECONDS
+    assert lead_needed(1000, FPS, 2 * FPS, SEG) == pytest.approx(SEG / (2 * FPS) + held)  # ahead: one segment's time
+    assert lead_needed(1000, FPS, FPS, SEG) < 2 * SEG / FPS  # real time: the first 1-s chunk (two segments) will do
+    assert lead_needed(68, FPS, 20.0, SEG) == pytest.approx(68 * (1 / 20 - 1 / 25) + 16 / 20 + held)
     assert lead_needed(10, FPS, None, SEG) == float("inf")  # the pace is not known yet
 
 
 @pytest.mark.parametrize("seconds_per_segment, chunks", [
     (0.5, [False, True, False, True, False, True, True]),  # faster than real time: a chunk every 32 frames
-    (0.8, [False, False, True, False, True, False, True]),  # 20 frames/s: the first chunk waits for a lead
+    (0.8, [False, False, False, True, False, True, True]),  # 20 frames/s: the first chunk waits for a lead
     (9.4, [False, True, False, True, False, True, True]),  # Quality on a CPU: no lead would do, progress shows
 ])
 def test_the_first_chunk_waits_until_the_stream_can_stay_ahead(tmp_path, seconds_per_segment, chunks):

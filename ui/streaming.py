@@ -143,15 +143,19 @@ class SamplerAhead:
 # The first chunk waits for the lead the player needs, but never for more than this much video: beyond it the sampler
 # is so far behind real time that stalls cannot be avoided at a bearable wait, and seeing progress is better.
 MAX_LEAD_SECONDS = 6.0
+# Gradio's stream encoder keeps the last 0.3-0.5 s of each chunk's audio until the next chunk comes (measured in
+# Chromium: a 1.92 s first chunk buffers 1.45 s), and a player plays only what has both audio and video.
+HELD_BACK_SECONDS = 0.5
 
 
 def lead_needed(remaining_frames: int, fps: float, rate: float | None, segment_frames: int) -> float:
     """Seconds of video to hold before the stream starts so that playback does not catch up with the sampler: what the
     sampler will fall behind the player over the rest of the clip, plus one segment's sampling time (the next chunk
-    arrives a segment at a time). ``rate``: the sampler's measured frames per second (None: not known yet)."""
+    arrives a segment at a time) and the audio Gradio holds back. ``rate``: the sampler's measured frames per second
+    (None: not known yet)."""
     if not rate:
         return math.inf
-    return remaining_frames * max(0.0, 1 / rate - 1 / fps) + segment_frames / rate
+    return remaining_frames * max(0.0, 1 / rate - 1 / fps) + segment_frames / rate + HELD_BACK_SECONDS
 
 
 @dataclass
