@@ -52,3 +52,21 @@ def assets(tmp_path_factory):
     (root / "cameras" / "sweep.json").write_text(json.dumps({"num_frames": 15, "fps": 25, "keyframes": [
         {"frame": 0, "azimuth": -30, "elevation": 0}, {"frame": 14, "azimuth": 30, "elevation": 0}]}))
     return root
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The demo as ``python app.py`` launches it, one per test module (a module may define its own, e.g. with
+    stand-in assets)."""
+    import app
+
+    demo = app.launch(port=None, block=False)
+    yield demo
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server.local_url, verbose=False)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 
 from ui.inputs import max_seconds  # noqa: E402
 
@@ -58,20 +58,6 @@ def files(tmp_path_factory):
         "empty": _wav(d / "empty.wav", np.zeros(0)),
         "corrupt": str(corrupt),
     }
-
-
-@pytest.fixture(scope="module")
-def server():
-    import app
-
-    demo = app.launch(port=None, block=False)
-    yield demo
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return Client(server.local_url, verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -26,20 +26,6 @@ def files(tmp_path_factory):
     return dict(portrait=str(d / "face.png"), speech=speech_wav(d / "speech.wav", SECONDS))
 
 
-@pytest.fixture(scope="module")
-def server():
-    import app
-
-    demo = app.launch(port=None, block=False)
-    yield demo
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return Client(server.local_url, verbose=False)
-
-
 @pytest.fixture
 def pipe(server):
     from ui.model import get_pipeline
