@@ -41,6 +41,11 @@ def main(argv=None):
     tr.add_argument("--out", required=True, help="the pipeline folder being built (state under OUT/train)")
     tr.add_argument("--resume", action="store_true", help="continue from the latest saved state")
     tr.add_argument("--max-steps", type=int, help="cap every step at N optimizer steps (smoke run)")
+    tr.add_argument("--ablation", choices=("no_lip", "teacher_forcing"),
+                    help="a paper ablation, branched from --base where it diverges and trained into --out")
+    tr.add_argument("--base", help="with --ablation: the full recipe's folder (default checkpoints/tiny)")
+    tr.add_argument("--branch-from", help="with --ablation: the saved divergence point when --base has moved on "
+                                          "(no_lip: a stage-1 state folder; teacher_forcing: a stage-1 starcaster/)")
 
     ev = sub.add_parser("eval", help="the synthetic benchmark: models and baselines on held-out identities")
     ev.add_argument("--tasks", default="portrait,identity,orbit")
@@ -168,8 +173,16 @@ def _bench(args):
 def _train(args):
     from .training import TrainConfig, run_config, run_recipe
 
+    if args.ablation is not None:
+        from .presets import REPO_CHECKPOINTS
+        from .training.ablation import make_branch, run_variant
+
+        if not (Path(args.out) / "train" / "ablation.json").is_file():
+            make_branch(args.ablation, args.base or REPO_CHECKPOINTS / "tiny", args.out, args.branch_from)
+        print(json.dumps(run_variant(args.ablation, args.out, max_steps=args.max_steps), indent=2, default=str))
+        return
     if (args.config is None) == (args.recipe is None):
-        raise ValueError("give either a config file or --recipe NAME.")
+        raise ValueError("give either a config file or --recipe NAME (or --ablation NAME).")
     if args.config is not None:
         report = run_config(TrainConfig.from_file(args.config), args.out, resume=args.resume,
                             max_steps=args.max_steps)

@@ -131,6 +131,19 @@ def test_lip_loss_is_zero_for_identical_clips_and_has_a_gradient():
     assert other.grad[..., :4, :4].abs().sum() == 0
 
 
+def test_the_no_lip_ablation_draws_the_same_batches_without_the_lip_loss(folder):
+    """Weight 0 (the no_lip ablation) keeps the lip reader, so its batches are the full recipe's, but adds no loss."""
+    with_lip = build_task(stage_config(1, lip_loss_from=0, lip_frames=6), folder, folder / "cache")
+    without = build_task(stage_config(1, lip_loss_from=0, lip_frames=6, lip_loss_weight=0.0), folder, folder / "cache")
+    a, b = with_lip.batch(3, 0, "cpu"), without.batch(3, 0, "cpu")
+    assert a["lip_start"] == b["lip_start"] and torch.equal(a["latents"], b["latents"])
+    module = with_lip.trainable()
+    _, logs = with_lip.loss(module, a, torch.Generator().manual_seed(0))
+    loss, logs_without = without.loss(module, b, torch.Generator().manual_seed(0))
+    assert "lip" in logs and "lip" not in logs_without
+    assert float(loss.detach()) == pytest.approx(float(logs["diffusion"]))  # same noise: only the lip term differed
+
+
 def test_preprocess_real_videos_and_train_on_them(folder, tmp_path):
     """Seconds of 'real' video (synthetic renders in an mp4 with speech) through preprocess, then stage 1 on it."""
     import shutil

@@ -208,7 +208,7 @@ class StageTask:
         snr = compute_snr(self.noise, t)
         diffusion = (per_sample * torch.clamp(snr, max=self.snr_gamma) / snr).mean()  # min-SNR, per sample
         logs, loss = {"diffusion": diffusion.detach()}, diffusion
-        if training and self.lip_from is not None and batch["step"] >= self.lip_from:
+        if training and self.lip_from is not None and self.lip_weight > 0 and batch["step"] >= self.lip_from:
             lips = self._lip_loss(module, batch, pred, noisy, t, start)
             loss = loss + self.lip_weight * lips
             logs["lip"] = lips.detach()

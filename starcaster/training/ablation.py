@@ -1,0 +1,126 @@
+"""The paper's ablations (Tab. 3) at tiny scale, each branched from the full recipe where it diverges.
+
+A variant re-trains only what it changes: ``no_lip`` continues stage 1 from its last saved state before the
+lip-reading loss switches on, without that loss, then runs stages 2 and 3; ``teacher_forcing`` starts from the
+stage-1 export and runs stages 2 and 3 with ground-truth context instead of self-forcing rollouts. Everything else
+(configs, seeds, data order, the frozen components) is the full recipe's, so the rows of one ``eval --compare``
+differ only in the ablated piece. The branch folders are made by copying the base folder's components and state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig, recipe_configs
+from .recipe import run_config
+from .trainer import DONE_FILE, STATE_DIR
+
+# Frozen, already-trained components every variant shares with its base folder.
+SHARED = ("vae", "face_encoder", "lip_reader", "unet", "text_encoder", "tokenizer", "evaluators")
+
+
+@dataclass(frozen=True)
+class Variant:
+    about: str
+    steps: tuple  # the recipe steps the variant re-runs
+    task_args: dict  # {step: task_args overrides}
+    branch: str  # "stage1-state": a stage-1 state before the lip loss; "stage1-export": stage 1's finished additions
+
+
+VARIANTS = {
+    # no_lip keeps the lip reader loaded (weight 0, not lip_loss_from=None) so that the branch state, which holds it,
+    # loads unchanged and every batch draws the same random numbers as the full recipe's.
+    "no_lip": Variant("full recipe without the lip-reading loss", ("stage1", "stage2", "stage3"),
+                      {"stage1": {"lip_loss_weight": 0.0}}, "stage1-state"),
+    "teacher_forcing": Variant("ground-truth context (teacher forcing) instead of self-forcing in stages 2 and 3",
+                               ("stage2", "stage3"),
+                               {"stage2": {"teacher_forcing": True}, "stage3": {"teacher_forcing": True}},
+                               "stage1-export"),
+}
+
+
+def variant_configs(name: str, recipe: str = "tiny") -> list[TrainConfig]:
+    variant = _variant(name)
+    configs = {c.name: c for c in recipe_configs(recipe)}
+    return [dataclasses.replace(configs[s], task_args={**configs[s].task_args, **variant.task_args.get(s, {})})
+            for s in variant.steps]
+
+
+def branch_state_step(recipe: str = "tiny") -> int:
+    """The last stage-1 state saved before the lip loss switches on: where ``no_lip`` diverges."""
+    stage1 = {c.name: c for c in recipe_configs(recipe)}["stage1"]
+    start = stage1.task_args["lip_loss_from"]
+    return (start - 1) // stage1.save_every * stage1.save_every
+
+
+def make_branch(name: str, base: str | Path, out: str | Path, branch_from: str | Path | None = None,
+                recipe: str = "tiny") -> Path:
+    """Make ``out`` a copy of ``base`` at the point where variant ``name`` diverges.
+
+    ``branch_from`` is the divergence point when ``base`` has moved on: a stage-1 state folder (``no_lip``, default
+    ``base/train/stage1/states/step-<branch_state_step>``) or a stage-1 ``starcaster/`` export (``teacher_forcing``,
+    default ``base/starcaster`` with ``base/train/stage1/done.json``, i.e. a base that has not started stage 2).
+    """
+    variant, base, out = _variant(name), Path(base), Path(out)
+    if (out / "train").exists():
+        raise ValueError(f"{out} already holds training state: continue it with --resume, or pick a new --out.")
+    missing = [c for c in SHARED if c != "evaluators" and not (base / c).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{base} lacks {missing}: train the recipe's first steps before branching.")
+    out.mkdir(parents=True, exist_ok=True)
+    for component in SHARED:
+        if (base / component).is_dir():
+            shutil.copytree(base / component, out / component, dirs_exist_ok=True)
+    if (base / "cache").is_dir() and not (out / "cache").exists():
+        os.symlink((base / "cache").resolve(), out / "cache")  # rendered pools: same world, same VAE, same seeds
+    train = out / "train"
+    if variant.branch == "stage1-state":
+        step = branch_state_step(recipe)
+        state = Path(branch_from) if branch_from else base / "train" / "stage1" / STATE_DIR / f"step-{step:08d}"
+        saved = json.loads((state / "trainer_state.json").read_text())["step"] if (
+            state / "trainer_state.json").is_file() else None
+        if saved is None:
+            raise FileNotFoundError(f"no stage-1 state at {state} (the no_lip branch point is step {step}).")
+        if saved >= {c.name: c for c in recipe_configs(recipe)}["stage1"].task_args["lip_loss_from"]:
+            raise ValueError(f"{state} is at step {saved}, after the lip loss switched on: it cannot branch no_lip.")
+        shutil.copytree(state, train / "stage1" / STATE_DIR / state.name)
+        metrics = base / "train" / "stage1" / "metrics.jsonl"
+        if metrics.is_file():  # the shared history; the trainer drops lines past the state on resume
+            shutil.copy2(metrics, train / "stage1" / "metrics.jsonl")
+    else:
+        export = Path(branch_from) if branch_from else base / "starcaster"
+        done = base / "train" / "stage1" / DONE_FILE
+        if not (export / "config.json").is_file() and not any(export.glob("*.safetensors")):
+            raise FileNotFoundError(f"no stage-1 additions at {export}.")
+        if branch_from is None and (base / "train" / "stage2" / STATE_DIR).is_dir():
+            raise ValueError(f"{base} has started stage 2, so its starcaster/ is no longer stage 1's: give the "
+                             f"saved stage-1 export as branch_from.")
+        shutil.copytree(export, out / "starcaster")
+        (train / "stage1").mkdir(parents=True)
+        stage1 = {c.name: c for c in recipe_configs(recipe)}["stage1"]
+        (train / "stage1" / DONE_FILE).write_text(
+            done.read_text() if done.is_file() else json.dumps({"steps": stage1.steps, "branched": str(export)}))
+    (train / "ablation.json").write_text(json.dumps({"variant": name, "about": variant.about, "base": str(base),
+                                                     "branch_from": str(branch_from or "")}, indent=2) + "\n")
+    return out
+
+
+def run_variant(name: str, out: str | Path, max_steps: int | None = None, progress: bool = True,
+                recipe: str = "tiny") -> dict:
+    """Train the variant's steps in ``out`` (made by `make_branch`), resuming wherever it stopped."""
+    out = Path(out)
+    if not (out / "train" / "ablation.json").is_file():
+        raise FileNotFoundError(f"{out} is not an ablation branch: make it with make_branch first.")
+    return {c.name: run_config(c, out, resume=True, max_steps=max_steps, progress=progress)
+            for c in variant_configs(name, recipe)}
+
+
+def _variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise ValueError(f"no ablation named {name!r}; known: {', '.join(VARIANTS)}.")
+    return VARIANTS[name]

@@ -1,0 +1,92 @@
+"""The paper's ablations branch from the full recipe where they diverge: the right configs, the right branch point,
+and a branch folder the trainer resumes from (issue #11)."""
+
+import dataclasses
+import json
+
+import pytest
+
+from starcaster.training.ablation import SHARED, branch_state_step, make_branch, run_variant, variant_configs
+from starcaster.training.config import recipe_configs
+from starcaster.training.trainer import finished
+
+
+def test_variants_change_only_the_ablated_setting():
+    full = {c.name: c for c in recipe_configs("tiny")}
+    no_lip = {c.name: c for c in variant_configs("no_lip")}
+    assert list(no_lip) == ["stage1", "stage2", "stage3"]
+    assert no_lip["stage1"].task_args == {**full["stage1"].task_args, "lip_loss_weight": 0.0}
+    assert no_lip["stage2"] == full["stage2"] and no_lip["stage3"] == full["stage3"]
+    teacher = {c.name: c for c in variant_configs("teacher_forcing")}
+    assert list(teacher) == ["stage2", "stage3"]
+    for name in teacher:
+        assert teacher[name].task_args == {**full[name].task_args, "teacher_forcing": True}
+        # same budget, seed and data order: everything outside task_args is the full recipe's
+        assert dataclasses.replace(teacher[name], task_args={}) == dataclasses.replace(full[name], task_args={})
+    with pytest.raises(ValueError, match="no ablation named 'nope'"):
+        variant_configs("nope")
+
+
+def test_the_no_lip_branch_point_is_the_last_state_before_the_lip_loss():
+    stage1 = {c.name: c for c in recipe_configs("tiny")}["stage1"]
+    step = branch_state_step()
+    assert step % stage1.save_every == 0
+    assert step < stage1.task_args["lip_loss_from"] <= step + stage1.save_every
+
+
+def fake_base(root, stage1_step=None, stage1_done=False):
+    for component in SHARED:
+        (root / component).mkdir(parents=True)
+        (root / component / "config.json").write_text(json.dumps({"component": component}))
+    if stage1_step is not None:
+        state = root / "train" / "stage1" / "states" / f"step-{stage1_step:08d}"
+        state.mkdir(parents=True)
+        (state / "trainer_state.json").write_text(json.dumps({"step": stage1_step}))
+        (root / "train" / "stage1" / "metrics.jsonl").write_text('{"step": 10}\n')
+    if stage1_done:
+        (root / "starcaster").mkdir()
+        (root / "starcaster" / "config.json").write_text('{"stage": 1}')
+        (root / "train" / "stage1").mkdir(parents=True, exist_ok=True)
+        (root / "train" / "stage1" / "done.json").write_text(json.dumps({"steps": 3000}))
+    (root / "cache").mkdir()
+    return root
+
+
+def test_no_lip_branch_copies_the_shared_parts_and_the_state(tmp_path):
+    base = fake_base(tmp_path / "base", stage1_step=branch_state_step())
+    out = make_branch("no_lip", base, tmp_path / "no_lip")
+    for component in SHARED:
+        assert json.loads((out / component / "config.json").read_text()) == {"component": component}
+    state = out / "train" / "stage1" / "states" / f"step-{branch_state_step():08d}"
+    assert json.loads((state / "trainer_state.json").read_text())["step"] == branch_state_step()
+    assert (out / "cache").resolve() == (base / "cache").resolve()  # rendered pools shared, not re-rendered
+    assert json.loads((out / "train" / "ablation.json").read_text())["variant"] == "no_lip"
+    with pytest.raises(ValueError, match="already holds training state"):
+        make_branch("no_lip", base, out)
+
+
+def test_no_lip_refuses_a_state_after_the_lip_loss_started(tmp_path):
+    late = {c.name: c for c in recipe_configs("tiny")}["stage1"].task_args["lip_loss_from"]
+    base = fake_base(tmp_path / "base", stage1_step=late)
+    state = base / "train" / "stage1" / "states" / f"step-{late:08d}"
+    with pytest.raises(ValueError, match="after the lip loss switched on"):
+        make_branch("no_lip", base, tmp_path / "a", branch_from=state)
+    with pytest.raises(FileNotFoundError, match=f"branch point is step {branch_state_step()}"):
+        make_branch("no_lip", base, tmp_path / "b")  # the default branch state is not there
+
+
+def test_teacher_forcing_branch_starts_at_stage_2(tmp_path):
+    base = fake_base(tmp_path / "base", stage1_done=True)
+    out = make_branch("teacher_forcing", base, tmp_path / "tf")
+    assert json.loads((out / "starcaster" / "config.json").read_text()) == {"stage": 1}
+    stage1 = {c.name: c for c in recipe_configs("tiny")}["stage1"]
+    assert finished(out / "train" / "stage1", stage1)  # the trainer will not redo stage 1
+    # Once the base has moved into stage 2, its starcaster/ is stage 2's: the saved stage-1 export is needed.
+    (base / "train" / "stage2" / "states").mkdir(parents=True)
+    with pytest.raises(ValueError, match="started stage 2"):
+        make_branch("teacher_forcing", base, tmp_path / "tf2")
+
+
+def test_a_variant_runs_only_in_a_branch_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an ablation branch"):
+        run_variant("no_lip", tmp_path)
