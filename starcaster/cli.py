@@ -41,6 +41,8 @@ def main(argv=None):
     tr.add_argument("--out", required=True, help="the pipeline folder being built (state under OUT/train)")
     tr.add_argument("--resume", action="store_true", help="continue from the latest saved state")
     tr.add_argument("--max-steps", type=int, help="cap every step at N optimizer steps (smoke run)")
+    tr.add_argument("--report", action="store_true",
+                    help="print the hours each step of OUT trained (from its logs) instead of training")
     tr.add_argument("--ablation", choices=("no_lip", "teacher_forcing"),
                     help="a paper ablation, branched from --base where it diverges and trained into --out")
     tr.add_argument("--base", help="with --ablation: the full recipe's folder (default checkpoints/tiny)")
@@ -173,6 +175,14 @@ def _bench(args):
 def _train(args):
     from .training import TrainConfig, run_config, run_recipe
 
+    if args.report:
+        from .training.recipe import training_hours
+
+        hours = training_hours(args.out)
+        for name, h in hours.items():
+            print(f"{name:16s} {h:6.2f} h")
+        print(f"{'total':16s} {sum(hours.values()):6.2f} h wall clock")
+        return
     if args.ablation is not None:
         from .presets import REPO_CHECKPOINTS
         from .training.ablation import make_branch, run_variant

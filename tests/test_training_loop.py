@@ -138,3 +138,15 @@ def test_sd15_recipe_holds_the_papers_values():
     assert (stage1.steps, stage1.task_args["lip_loss_from"], stage1.task_args["lip_loss_weight"]) == (200_000, 100_000, 1.0)
     assert (stage2.steps, stage2.task_args["window"]) == (6_000, 2) and stage3.steps == 10_000
     assert [c.task_args["stage"] for c in (stage1, stage2, stage3)] == [1, 2, 3]
+
+
+def test_training_hours_add_up_each_run_of_a_resumed_log(tmp_path):
+    from starcaster.training.recipe import training_hours
+
+    log = tmp_path / "train" / "stage1" / "metrics.jsonl"
+    log.parent.mkdir(parents=True)
+    # 100 steps at 1 it/s, a validation line, then (after a resume) 200 more at 0.5 it/s: 100 s + 400 s.
+    rows = [{"step": 50, "it_per_s": 1.0}, {"step": 100, "it_per_s": 1.0}, {"step": 100, "val/loss": 0.1},
+            {"step": 200, "it_per_s": 0.5}, {"step": 300, "it_per_s": 0.5}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert training_hours(tmp_path) == {"stage1": pytest.approx(500 / 3600)}

@@ -45,3 +45,21 @@ def run_recipe(recipe: str, out: str | Path, resume: bool = False, max_steps: in
     (out / "train").mkdir(parents=True, exist_ok=True)
     (out / "train" / "recipe_report.json").write_text(json.dumps(reports, indent=2, default=str) + "\n")
     return reports
+
+
+def training_hours(out: str | Path) -> dict:
+    """{step name: wall-clock hours of its optimizer steps} from each ``train/<step>/metrics.jsonl`` of ``out``.
+
+    The logged ``it_per_s`` is the mean rate since the run (re)started, which includes its validations, so each line
+    accounts for the steps since the line before at that rate. Rendering the data caches is not counted.
+    """
+    hours = {}
+    for metrics in sorted(Path(out).glob("train/*/metrics.jsonl")):
+        seconds, last = 0.0, 0
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if "it_per_s" in row and row["it_per_s"] > 0 and row["step"] > last:
+                seconds += (row["step"] - last) / row["it_per_s"]
+                last = row["step"]
+        hours[metrics.parent.name] = seconds / 3600
+    return hours
