@@ -53,6 +53,8 @@ def main(argv=None):
     ev.add_argument("--tasks", default="portrait,identity,orbit")
     ev.add_argument("--clips", type=int, default=20, help="held-out clips per task")
     ev.add_argument("--segments", type=int, default=2, help="segments of 16 frames per clip (20: the drift test)")
+    ev.add_argument("--split", choices=("eval", "val"), default="eval",
+                    help="eval: the held-out benchmark (report); val: development identities (for choosing)")
     ev.add_argument("--compare", nargs="+", help="several checkpoint folders in one run (one table)")
     ev.add_argument("--random-row", action="store_true", help="add the preset with random weights (chance)")
     ev.add_argument("--evaluators", help="folder of the evaluators (default: checkpoints/tiny/evaluators)")
@@ -238,8 +240,9 @@ def _eval(args):
         results = evaluate(models, evaluators, tasks, args.clips, args.seed, args.steps or 25,
                            args.guidance if args.guidance is not None else 3.0, args.segments,
                            Path(args.strips) if args.strips else None, progress=lambda *_: bar.update(1),
-                           samplers=samplers)
+                           samplers=samplers, split=args.split)
     bar.close()
-    meta = {"command": "python -m starcaster " + " ".join(sys.argv[1:]), "clips": args.clips, "seed": args.seed}
+    meta = {"command": "python -m starcaster " + " ".join(sys.argv[1:]), "clips": args.clips, "seed": args.seed,
+            "split": args.split}
     save(results, args.json, args.markdown, meta)
     print(format_markdown(results))

@@ -6,7 +6,7 @@ import torch
 from scipy.signal import butter, sosfilt
 
 from starcaster.conditioning.camera import camera_vector
-from starcaster.synthetic.dataset import EVAL_IDS, TRAIN_IDS, SyntheticTalkingHeads, make_clip
+from starcaster.synthetic.dataset import EVAL_IDS, TRAIN_IDS, VAL_IDS, SyntheticTalkingHeads, make_clip
 from starcaster.synthetic.motion import blinks, head_motion
 from starcaster.synthetic.phonemes import (
     VISEMES,
@@ -61,6 +61,16 @@ def test_held_out_identities_never_in_training():
     eval_ids = {evals.identity_of(i) for i in range(2000)}
     assert train_ids <= set(TRAIN_IDS) and eval_ids <= set(EVAL_IDS) and train_ids.isdisjoint(eval_ids)
     assert len(eval_ids) == len(EVAL_IDS)  # every held-out head is evaluated
+
+
+def test_the_development_split_is_disjoint_from_both_and_has_its_own_clips():
+    assert set(VAL_IDS).isdisjoint(TRAIN_IDS) and set(VAL_IDS).isdisjoint(EVAL_IDS)
+    val = SyntheticTalkingHeads("val", seed=0, **TINY)
+    assert {val.identity_of(i) for i in range(len(VAL_IDS))} == set(VAL_IDS)
+    a, b = val.clip(0), SyntheticTalkingHeads("eval", seed=0, **TINY).clip(0)
+    assert not np.array_equal(a.audio, b.audio) and not np.array_equal(a.reference, b.reference)
+    with pytest.raises(ValueError, match="split must be one of train, eval, val"):
+        SyntheticTalkingHeads("test")
 
 
 def test_dataset_items_deterministic_collate_and_cache(tmp_path):

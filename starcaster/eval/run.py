@@ -25,9 +25,9 @@ TASKS = ("portrait", "identity", "orbit")
 HEAD_PROXY = (np.array([0.0, 0.0, -0.02]), np.array([0.17, 0.22, 0.19]))  # world units: a head-sized ellipsoid
 
 
-def eval_clips(task: str, count: int, seed: int, num_frames: int, size: int = 128) -> list:
+def eval_clips(task: str, count: int, seed: int, num_frames: int, size: int = 128, split: str = "eval") -> list:
     mode = "orbit" if task == "orbit" else "talk"
-    data = SyntheticTalkingHeads("eval", num_frames=num_frames, size=size, mode=mode, seed=seed, length=count)
+    data = SyntheticTalkingHeads(split, num_frames=num_frames, size=size, mode=mode, seed=seed, length=count)
     return [data.clip(i) for i in range(count)]
 
 
@@ -95,14 +95,15 @@ def clip_metrics(task: str, frames: np.ndarray, clip, evaluators: dict, features
 
 def evaluate(models: dict, evaluators: dict, tasks=TASKS, clips: int = 20, seed: int = 0, steps: int = 25,
              guidance: float = 3.0, segments: int = 2, strips: Path | None = None, progress=None,
-             samplers: dict | None = None) -> dict:
+             samplers: dict | None = None, split: str = "eval") -> dict:
     """{row: {task: {metric: bootstrap}}} for the baselines and every pipeline in ``models`` (name -> pipeline),
-    each sampled with ``samplers[name]`` ("quality" unless given)."""
+    each sampled with ``samplers[name]`` ("quality" unless given). ``split="val"`` draws the clips from the
+    development identities instead: choices made while building a model are made there, never on "eval"."""
     samplers = samplers or {}
     encoder = MelAudioEncoder()
     results: dict = {}
     for task in tasks:
-        items = eval_clips(task, clips, seed, segments * 16)
+        items = eval_clips(task, clips, seed, segments * 16, split=split)
         per_row: dict = {}
         for index, clip in enumerate(items):
             features = None if task == "orbit" else clip_audio_features(encoder, clip.audio, len(clip.frames), clip.fps)

@@ -26,6 +26,11 @@ from .trajectories import orbit_camera, talk_camera
 
 TRAIN_IDS = range(0, 100_000)
 EVAL_IDS = range(1_000_000, 1_001_000)
+# A third identity range for development decisions (recipe settings, which checkpoint), so that the eval split's
+# numbers stay untouched by any choice made while building the model.
+VAL_IDS = range(2_000_000, 2_001_000)
+SPLIT_IDS = {"train": TRAIN_IDS, "eval": EVAL_IDS, "val": VAL_IDS}
+SPLIT_TAG = {"train": 0, "eval": 1, "val": 2}  # the clip-seed stream of each split: held-out utterances and cameras
 MODES = ("talk", "orbit", "mixed")
 SPEECH = ("formant", "espeak", "auto")
 FPS = 25.0
@@ -196,7 +201,8 @@ def load_clip(path) -> SyntheticClip:
 class SyntheticTalkingHeads(torch.utils.data.Dataset):
     """Clips from the synthetic world. Item i is deterministic given (split, seed, i).
 
-    split "train" draws identities from `TRAIN_IDS`, "eval" cycles through `EVAL_IDS` (disjoint). Items are dicts
+    split "train" draws identities from `TRAIN_IDS`, "eval" cycles through `EVAL_IDS` and "val" (for development
+    decisions) through `VAL_IDS`, all disjoint. Items are dicts
     from `SyntheticClip.to_tensors`; `clip(i)` gives the dataclass. With `cache_dir`, rendered clips are stored there
     and read back on the next epoch.
     """
@@ -213,13 +219,13 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
         supersample: int = 1,
         speech: str = "formant",
     ):
-        if split not in ("train", "eval"):
-            raise ValueError(f"split must be 'train' or 'eval', got {split!r}.")
+        if split not in SPLIT_IDS:
+            raise ValueError(f"split must be one of {', '.join(SPLIT_IDS)}, got {split!r}.")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         self.split, self.num_frames, self.size, self.mode, self.seed = split, num_frames, size, mode, seed
-        self.ids = TRAIN_IDS if split == "train" else EVAL_IDS
-        self.length = int(length if length is not None else (1_000_000 if split == "train" else 10 * len(EVAL_IDS)))
+        self.ids = SPLIT_IDS[split]
+        self.length = int(length if length is not None else (1_000_000 if split == "train" else 10 * len(self.ids)))
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.supersample = supersample
         if speech not in SPEECH:
@@ -231,7 +237,7 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
 
     def identity_of(self, index: int) -> int:
         """The identity id item `index` shows (cheap: no rendering)."""
-        if self.split == "eval":
+        if self.split != "train":  # held-out splits cycle through their identities
             return self.ids[index % len(self.ids)]
         rng = np.random.default_rng([0 if self.split == "train" else 1, self.seed, int(index)])
         return self.ids[int(rng.integers(len(self.ids)))]
@@ -244,7 +250,7 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
         if self.cache_dir is not None and (self.cache_dir / key).exists():
             return load_clip(self.cache_dir / key)
         clip_seed = int(
-            np.random.default_rng([self.seed, int(index), 1 if self.split == "eval" else 0]).integers(2**31)
+            np.random.default_rng([self.seed, int(index), SPLIT_TAG[self.split]]).integers(2**31)
         )
         clip = make_clip(
             self.identity_of(index),
@@ -270,5 +276,6 @@ __all__ = [
     "render_reference",
     "TRAIN_IDS",
     "EVAL_IDS",
+    "VAL_IDS",
     "VISEMES",
 ]
