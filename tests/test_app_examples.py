@@ -173,5 +173,9 @@ def test_untrained_weights_are_announced(pipe, monkeypatch):
 
     monkeypatch.setattr(pipe, "trained", False)
     assert "random weights" in _by_id(app.build_demo(), "untrained-notice").value
+    assert _by_id(app.build_demo(), "tiny-world-notice") is None
     monkeypatch.setattr(pipe, "trained", True)
-    assert _by_id(app.build_demo(), "untrained-notice") is None
+    demo = app.build_demo()
+    assert _by_id(demo, "untrained-notice") is None
+    # trained tiny: the page says plainly that it knows only the synthetic world, before anyone uploads a real photo
+    assert "synthetic world" in _by_id(demo, "tiny-world-notice").value

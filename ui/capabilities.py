@@ -35,6 +35,15 @@ UNTRAINED = ("<b>This model has random weights</b> (no trained checkpoint in its
              "checkpoint is in place.")
 
 
+INFO_STYLE = NOTICE_STYLE.replace("#f59e0b", "#3b82f6").replace("245, 158, 11", "59, 130, 246")
+TINY_WORLD = ("<b>The built-in model is tiny and has only ever seen a synthetic world</b>: this project's rendered "
+              "talking heads at 128 px, trained on two CPU cores. Its own example portraits talk in sync and turn "
+              "with the camera. A real photo is accepted (the face is found and aligned), but the model redraws it "
+              "as one of its synthetic heads, with the photo's rough colours and no likeness; the README shows what "
+              "that looks like. Real people need the full-size model: run the app with "
+              "<code>STARCASTER_MODEL=sd15</code> and Arc2Face-family weights.")
+
+
 def capability_notice(pipe) -> str | None:
     """Plain text for the top of a page or a log: which tasks ``pipe`` cannot run and why (None when it runs all)."""
     gaps = unavailable(pipe)
@@ -48,9 +57,12 @@ def capability_notice(pipe) -> str | None:
 
 
 def page_notice() -> gr.HTML | None:
-    """Notices above the tabs: untrained weights, and every unavailable task; nothing when all is well."""
-    if not getattr(get_pipeline(), "trained", True):
+    """Notices above the tabs: untrained weights or what the tiny world is, and every unavailable task."""
+    pipe = get_pipeline()
+    if not getattr(pipe, "trained", True):
         _notice(UNTRAINED, "untrained-notice")
+    elif pipe.settings.preset == "tiny":  # what the default can and cannot do, said before the first real photo
+        gr.HTML(f'<div style="{INFO_STYLE}">ℹ️ {TINY_WORLD}</div>', elem_id="tiny-world-notice", padding=False)
     gaps = missing()
     if not gaps:
         return None
