@@ -9,6 +9,7 @@ lip loss's ground truth and for the lip reader.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def clip_pool(split: str, clips: int, num_frames: int, mode: str, size: int = 12
     pool = ClipPool(**{k: torch.stack(v) for k, v in rows.items() if v})
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({f.name: getattr(pool, f.name) for f in fields(pool)}, path)
+        partial = path.with_name(path.name + ".partial")  # a run stopped mid-write leaves no truncated cache
+        torch.save({f.name: getattr(pool, f.name) for f in fields(pool)}, partial)
+        os.replace(partial, path)
     return pool
 
 
