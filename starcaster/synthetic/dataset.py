@@ -239,7 +239,7 @@ class SyntheticTalkingHeads(torch.utils.data.Dataset):
         """The identity id item `index` shows (cheap: no rendering)."""
         if self.split != "train":  # held-out splits cycle through their identities
             return self.ids[index % len(self.ids)]
-        rng = np.random.default_rng([0 if self.split == "train" else 1, self.seed, int(index)])
+        rng = np.random.default_rng([SPLIT_TAG["train"], self.seed, int(index)])
         return self.ids[int(rng.integers(len(self.ids)))]
 
     def clip(self, index: int) -> SyntheticClip:

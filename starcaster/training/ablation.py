@@ -51,9 +51,13 @@ def variant_configs(name: str, recipe: str = "tiny") -> list[TrainConfig]:
             for s in variant.steps]
 
 
+def _step_config(recipe: str, name: str) -> TrainConfig:
+    return {c.name: c for c in recipe_configs(recipe)}[name]
+
+
 def branch_state_step(recipe: str = "tiny") -> int:
     """The last stage-1 state saved before the lip loss switches on: where ``no_lip`` diverges."""
-    stage1 = {c.name: c for c in recipe_configs(recipe)}["stage1"]
+    stage1 = _step_config(recipe, "stage1")
     start = stage1.task_args["lip_loss_from"]
     return (start - 1) // stage1.save_every * stage1.save_every
 
@@ -68,7 +72,8 @@ def make_branch(name: str, base: str | Path, out: str | Path, branch_from: str |
     """
     variant, base, out = _variant(name), Path(base), Path(out)
     if (out / "train").exists():
-        raise ValueError(f"{out} already holds training state: continue it with --resume, or pick a new --out.")
+        raise ValueError(f"{out} already holds training state: run_variant continues it (the same train --ablation "
+                         f"command), or pick a new --out.")
     missing = [c for c in SHARED if c != "evaluators" and not (base / c).is_dir()]
     if missing:
         raise FileNotFoundError(f"{base} lacks {missing}: train the recipe's first steps before branching.")
@@ -86,7 +91,7 @@ def make_branch(name: str, base: str | Path, out: str | Path, branch_from: str |
             state / "trainer_state.json").is_file() else None
         if saved is None:
             raise FileNotFoundError(f"no stage-1 state at {state} (the no_lip branch point is step {step}).")
-        if saved >= {c.name: c for c in recipe_configs(recipe)}["stage1"].task_args["lip_loss_from"]:
+        if saved >= _step_config(recipe, "stage1").task_args["lip_loss_from"]:
             raise ValueError(f"{state} is at step {saved}, after the lip loss switched on: it cannot branch no_lip.")
         shutil.copytree(state, train / "stage1" / STATE_DIR / state.name)
         metrics = base / "train" / "stage1" / "metrics.jsonl"
@@ -102,9 +107,8 @@ def make_branch(name: str, base: str | Path, out: str | Path, branch_from: str |
                              f"saved stage-1 export as branch_from.")
         shutil.copytree(export, out / "starcaster")
         (train / "stage1").mkdir(parents=True)
-        stage1 = {c.name: c for c in recipe_configs(recipe)}["stage1"]
-        (train / "stage1" / DONE_FILE).write_text(
-            done.read_text() if done.is_file() else json.dumps({"steps": stage1.steps, "branched": str(export)}))
+        (train / "stage1" / DONE_FILE).write_text(done.read_text() if done.is_file() else json.dumps(
+            {"steps": _step_config(recipe, "stage1").steps, "branched": str(export)}))
     (train / "ablation.json").write_text(json.dumps({"variant": name, "about": variant.about, "base": str(base),
                                                      "branch_from": str(branch_from or "")}, indent=2) + "\n")
     return out
