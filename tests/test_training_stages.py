@@ -12,7 +12,7 @@ from training_helpers import save_toy_pipeline_folder
 from starcaster import load_pipeline
 from starcaster.models.unet import adapter_group
 from starcaster.training import TrainConfig, train
-from starcaster.training.lip_reading import LipReader, lip_features, lip_loss
+from starcaster.training.lip_reading import LipReader, lip_features, lip_loss, mouth_window
 from starcaster.training.tasks import build_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,6 +113,37 @@ def test_stage_3_exports_a_pipeline_that_runs_orbits(folder):
     video = pipe.generate(task="orbit", image=np.full((128, 128, 3), 120, np.uint8), already_aligned=True,
                           camera=CameraPath.preset("orbit", 4), steps=1)
     assert video.frames.shape == (4, 128, 128, 3)
+
+
+def test_mouth_window_picks_the_latents_around_the_mouth():
+    latents = torch.randn(3, 4, 16, 16, requires_grad=True)
+    mouth = torch.tensor([[64.0, 90.0], [3.0, 5.0], [127.0, 127.0]])  # centre-low, top-left corner, bottom-right
+    windows, local = mouth_window(latents, mouth, 8, 8)
+    assert windows.shape == (3, 4, 8, 8)
+    torch.testing.assert_close(windows[0], latents[0, :, 7:15, 4:12])  # rows round(90/8)-4, cols round(64/8)-4
+    torch.testing.assert_close(windows[1], latents[1, :, :8, :8])  # clamped into the frame
+    torch.testing.assert_close(windows[2], latents[2, :, 8:, 8:])
+    torch.testing.assert_close(local, mouth - 8 * torch.tensor([[4.0, 7.0], [0.0, 0.0], [8.0, 8.0]]))
+    windows.sum().backward()
+    assert latents.grad[0, :, 7:15, 4:12].eq(1).all() and latents.grad[0].sum() == 4 * 64  # only the window
+    with pytest.raises(ValueError, match="larger than"):
+        mouth_window(latents, mouth, 20, 8)
+
+
+def test_stage_2_keeps_the_lip_loss_on_a_window_around_the_mouth(folder):
+    """The recipe's stage 2 keeps stage 1's lip supervision, decoding only the latents around the mouth."""
+    task = build_task(stage_config(2, lip_loss_from=0, lip_frames=6, lip_window=8, first_segment_probability=0.0),
+                      folder, folder / "cache")
+    module = task.trainable()
+    decoded, real_decode = [], module.vae.decode
+    module.vae.decode = lambda z, *a, **k: decoded.append(tuple(z.shape)) or real_decode(z, *a, **k)
+    loss, logs = task.loss(module, task.batch(0, 0, "cpu"), torch.Generator().manual_seed(0))
+    assert decoded == [(6, 4, 8, 8)]  # six frames, each an 8 x 8 latent window (a 64 px patch)
+    assert float(logs["lip"]) > 0 and float(loss.detach()) == pytest.approx(float(logs["diffusion"] + logs["lip"]))
+    loss.backward()
+    audio = [p.grad for n, p in module.model.named_parameters() if adapter_group(n) == "audio" and p.grad is not None]
+    assert audio and any(g.abs().sum() > 0 for g in audio)  # the lip term reaches the audio stream
+    assert build_task(stage_config(3, lip_loss_from=0), folder, folder / "cache").lip_reader is None  # no audio
 
 
 def test_lip_loss_is_zero_for_identical_clips_and_has_a_gradient():

@@ -51,6 +51,28 @@ def mouth_crops(frames: torch.Tensor, mouth_xy: torch.Tensor, crop: int = 48, ou
     return ((patches - CROP_MEAN) / CROP_STD).reshape(batch, count, out, out).unsqueeze(1)
 
 
+def mouth_window(latents: torch.Tensor, mouth_xy: torch.Tensor, size: int, factor: int):
+    """The ``size`` x ``size`` latents around each mouth, to decode instead of whole frames for the lip loss.
+
+    (P, C, h, w) latents + (P, 2) mouth positions in pixels -> (P, C, size, size) windows (indexed, so gradients
+    reach the latents) and the mouths' positions in the decoded windows' pixels. Decoding a window is not exactly
+    decoding the frame (the decoder's mid-block attends over what it is given), but a 64 px patch of the tiny VAE
+    reads as the lip reader reads the full decode: lip loss 0.08-0.21 against 0.05-0.13 on ground-truth latents of
+    development clips, where a 3-frame shift scores up to 1.3.
+    """
+    count, _, height, width = latents.shape
+    if size > min(height, width):
+        raise ValueError(f"lip_window {size} is larger than the {height}x{width} latents.")
+    corner = ((mouth_xy.detach() / factor).round().long() - size // 2)
+    corner = torch.stack([corner[:, 0].clamp(0, width - size), corner[:, 1].clamp(0, height - size)], dim=1)
+    offsets = torch.arange(size, device=latents.device)
+    rows = (corner[:, 1, None] + offsets).to(latents.device)  # (P, size)
+    cols = (corner[:, 0, None] + offsets).to(latents.device)
+    p = torch.arange(count, device=latents.device)[:, None, None]
+    windows = latents.permute(0, 2, 3, 1)[p, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return windows, mouth_xy - factor * corner.to(mouth_xy)
+
+
 class _Block(nn.Module):
     def __init__(self, channels_in: int, channels: int, stride: int):
         super().__init__()

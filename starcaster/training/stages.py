@@ -5,7 +5,11 @@
 * Stage 2, autoregressive self-forcing: reference bank + context frames on, LoRA trains too. A training sequence is
   ``window`` segments; only the first takes its context from ground truth, each later one the last n clean latents
   of the model's OWN rollout of the previous segment (`autoregression.denoise_segment`, the sampler's function).
-  ``teacher_forcing`` gives every segment ground-truth context instead (the ablation).
+  ``teacher_forcing`` gives every segment ground-truth context instead (the ablation). The lip loss may stay on
+  (Fig. 3: lip reading and self-forcing are both "audiovisual training"): without it the tiny stage 2 forgot the
+  sync stage 1 had learnt, since the reference portrait's closed mouth satisfies most of the diffusion loss.
+  ``lip_window`` decodes, for the lip loss, only that many latents square around the mouth (`mouth_window`) instead
+  of whole frames: a 64 px patch holds the 48 px crop, at a fifth of the decoder's forward and backward cost.
 * Stage 3, temporal-to-spatial: camera stream replaces audio, on orbit clips of still heads, autoregressive as 2.
 
 Every stage drops conditions for CFG through `autoregression.drop_streams`, the function the sampler uses for the
@@ -37,10 +41,11 @@ from ..conditioning.audio import MelAudioEncoder
 from ..conditioning.identity import Arc2FaceEncoder, TinyFaceEncoder
 from ..loading import SCHEDULER_CONFIG, _starcaster_config
 from ..models import STAGE_GROUPS, STARCasterModel
+from ..pipeline import vae_scale_factor
 from ..presets import PIPELINE_CONFIG_NAME, PRESETS
 from .arc2face import _load, scheduler_config
 from .clip_pool import clip_pool, sample_index
-from .lip_reading import LipReader, lip_features, lip_loss
+from .lip_reading import LipReader, lip_features, lip_loss, mouth_window
 from .preprocess import load_preprocessed
 from .trainer import step_rng
 
@@ -67,7 +72,8 @@ class StageTask:
                  eval_clips: int = 8, window: int = 2, teacher_forcing: bool = False, rollout_steps: int = 4,
                  rollout_guidance: float = 1.0, first_segment_probability: float = 0.25,
                  dropout: float = 0.1, snr_gamma: float = 5.0, lip_loss_from: int | None = None,
-                 lip_loss_weight: float = 1.0, lip_frames: int = 8, preset: str = "tiny", data: str | None = None):
+                 lip_loss_weight: float = 1.0, lip_frames: int = 8, lip_window: int | None = None,
+                 preset: str = "tiny", data: str | None = None):
         if stage not in STAGE_GROUPS:
             raise ValueError(f"stage must be one of {sorted(STAGE_GROUPS)}, got {stage}")
         self.config, self.folder, self.stage = config, Path(pipeline_folder), stage
@@ -75,7 +81,8 @@ class StageTask:
         self.rollout_steps, self.rollout_guidance = rollout_steps, rollout_guidance
         self.first_probability = first_segment_probability if stage > 1 else 0.0
         self.dropout, self.snr_gamma = dropout, snr_gamma
-        self.lip_from = lip_loss_from if stage == 1 else None
+        self.lip_from = lip_loss_from if stage < 3 else None  # stage 3 reads no audio: no speech to supervise
+        self.lip_window = lip_window
         self.lip_weight, self.lip_frames = lip_loss_weight, lip_frames
         self.settings = PRESETS[preset]  # the folder being trained carries no settings until a stage exports them
         self.N, self.n = self.settings.segment_frames, self.settings.context_frames
@@ -221,10 +228,13 @@ class StageTask:
         x0 = predict_x0(self.noise, pred, noisy.float(), t)[:, :, a:b]
         B, C, L, h, w = x0.shape
         flat = x0.permute(0, 2, 1, 3, 4).reshape(B * L, C, h, w) / module.vae.config.scaling_factor
+        span = slice(first_frame + a, first_frame + b)
+        mouth = batch["mouth_xy"][:, span].reshape(B * L, 2)
+        if self.lip_window is not None:
+            flat, mouth = mouth_window(flat, mouth, self.lip_window, vae_scale_factor(module.vae))
         frames = module.vae.decode(flat.to(module.vae.dtype)).sample.float()
         frames = frames.reshape(B, L, *frames.shape[1:])
-        span = slice(first_frame + a, first_frame + b)
-        return lip_loss(module.lip_reader, frames, batch["lip_truth"][:, span], batch["mouth_xy"][:, span])
+        return lip_loss(module.lip_reader, frames, batch["lip_truth"][:, span], mouth.reshape(B, L, 2))
 
     def rollout_scheduler(self):
         return DPMSolverMultistepScheduler(**SCHEDULER_CONFIG)
