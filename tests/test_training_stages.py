@@ -132,14 +132,20 @@ def test_mouth_window_picks_the_latents_around_the_mouth():
 
 def test_stage_2_keeps_the_lip_loss_on_a_window_around_the_mouth(folder):
     """The recipe's stage 2 keeps stage 1's lip supervision, decoding only the latents around the mouth."""
-    task = build_task(stage_config(2, lip_loss_from=0, lip_frames=6, lip_window=8, first_segment_probability=0.0),
-                      folder, folder / "cache")
+    task = build_task(stage_config(2, lip_loss_from=0, lip_frames=6, lip_window=8, lip_alpha_weighting=True,
+                                   first_segment_probability=0.0), folder, folder / "cache")
+    task.config.batch_size = 2
     module = task.trainable()
     decoded, real_decode = [], module.vae.decode
     module.vae.decode = lambda z, *a, **k: decoded.append(tuple(z.shape)) or real_decode(z, *a, **k)
+    seen, real_lip = {}, task._lip_loss
+    task._lip_loss = lambda *a: seen.setdefault("lips", (real_lip(*a), a[4]))[0]
     loss, logs = task.loss(module, task.batch(0, 0, "cpu"), torch.Generator().manual_seed(0))
-    assert decoded == [(6, 4, 8, 8)]  # six frames, each an 8 x 8 latent window (a 64 px patch)
-    assert float(logs["lip"]) > 0 and float(loss.detach()) == pytest.approx(float(logs["diffusion"] + logs["lip"]))
+    assert decoded == [(12, 4, 8, 8)]  # two clips of six frames, each an 8 x 8 latent window (a 64 px patch)
+    lips, t = seen["lips"]
+    abar = task.noise.alphas_cumprod[t]  # each clip's lip term weighted by its noise level's alpha-bar
+    assert float(logs["lip"]) == pytest.approx(float(lips.mean())) and float(logs["lip"]) > 0
+    assert float(loss.detach() - logs["diffusion"]) == pytest.approx(float((abar * lips.detach()).mean()), rel=1e-4)
     loss.backward()
     audio = [p.grad for n, p in module.model.named_parameters() if adapter_group(n) == "audio" and p.grad is not None]
     assert audio and any(g.abs().sum() > 0 for g in audio)  # the lip term reaches the audio stream

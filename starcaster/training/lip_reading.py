@@ -125,10 +125,12 @@ class LipReader(ModelMixin, ConfigMixin):
 
 
 def lip_loss(lip_reader: LipReader, generated: torch.Tensor, truth_features: torch.Tensor,
-             mouth_xy: torch.Tensor) -> torch.Tensor:
+             mouth_xy: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """MSE between the frozen lip reader's front-end features of generated frames (B, F, 3, H, W) in [-1, 1] and of
-    the ground truth (``truth_features`` = `lip_features` of the real frames)."""
-    return F.mse_loss(lip_reader.frontend(mouth_crops(generated, mouth_xy)).float(), truth_features.float())
+    the ground truth (``truth_features`` = `lip_features` of the real frames); ``reduction="none"``: one per clip."""
+    error = F.mse_loss(lip_reader.frontend(mouth_crops(generated, mouth_xy)).float(), truth_features.float(),
+                       reduction="none")
+    return error.mean() if reduction == "mean" else error.mean(dim=(1, 2))
 
 
 @torch.no_grad()

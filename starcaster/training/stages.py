@@ -10,6 +10,10 @@
   sync stage 1 had learnt, since the reference portrait's closed mouth satisfies most of the diffusion loss.
   ``lip_window`` decodes, for the lip loss, only that many latents square around the mouth (`mouth_window`) instead
   of whole frames: a 64 px patch holds the 48 px crop, at a fifth of the decoder's forward and backward cost.
+  ``lip_alpha_weighting`` weights each clip's lip term by its noise level's alpha-bar: the predicted clean frames
+  are x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), so at high noise a feature loss on them pulls on the noise
+  prediction 1/sqrt(abar) times harder (15x at t = 999) about frames that are mostly guesswork. Unweighted, the
+  term dominated the clipped gradient and stage 2's samples filled with speckle by step 500.
 * Stage 3, temporal-to-spatial: camera stream replaces audio, on orbit clips of still heads, autoregressive as 2.
 
 Every stage drops conditions for CFG through `autoregression.drop_streams`, the function the sampler uses for the
@@ -73,7 +77,7 @@ class StageTask:
                  rollout_guidance: float = 1.0, first_segment_probability: float = 0.25,
                  dropout: float = 0.1, snr_gamma: float = 5.0, lip_loss_from: int | None = None,
                  lip_loss_weight: float = 1.0, lip_frames: int = 8, lip_window: int | None = None,
-                 preset: str = "tiny", data: str | None = None):
+                 lip_alpha_weighting: bool = False, preset: str = "tiny", data: str | None = None):
         if stage not in STAGE_GROUPS:
             raise ValueError(f"stage must be one of {sorted(STAGE_GROUPS)}, got {stage}")
         self.config, self.folder, self.stage = config, Path(pipeline_folder), stage
@@ -82,7 +86,7 @@ class StageTask:
         self.first_probability = first_segment_probability if stage > 1 else 0.0
         self.dropout, self.snr_gamma = dropout, snr_gamma
         self.lip_from = lip_loss_from if stage < 3 else None  # stage 3 reads no audio: no speech to supervise
-        self.lip_window = lip_window
+        self.lip_window, self.lip_alpha_weighting = lip_window, lip_alpha_weighting
         self.lip_weight, self.lip_frames = lip_loss_weight, lip_frames
         self.settings = PRESETS[preset]  # the folder being trained carries no settings until a stage exports them
         self.N, self.n = self.settings.segment_frames, self.settings.context_frames
@@ -216,9 +220,10 @@ class StageTask:
         diffusion = (per_sample * torch.clamp(snr, max=self.snr_gamma) / snr).mean()  # min-SNR, per sample
         logs, loss = {"diffusion": diffusion.detach()}, diffusion
         if training and self.lip_from is not None and self.lip_weight > 0 and batch["step"] >= self.lip_from:
-            lips = self._lip_loss(module, batch, pred, noisy, t, start)
-            loss = loss + self.lip_weight * lips
-            logs["lip"] = lips.detach()
+            lips = self._lip_loss(module, batch, pred, noisy, t, start)  # (B,)
+            weights = self.noise.alphas_cumprod.to(t.device)[t].float() if self.lip_alpha_weighting else 1.0
+            loss = loss + self.lip_weight * (weights * lips).mean()
+            logs["lip"] = lips.mean().detach()  # unweighted: comparable across stages and settings
         return loss, logs
 
     def _lip_loss(self, module, batch, pred, noisy, t, first_frame):
@@ -234,7 +239,8 @@ class StageTask:
             flat, mouth = mouth_window(flat, mouth, self.lip_window, vae_scale_factor(module.vae))
         frames = module.vae.decode(flat.to(module.vae.dtype)).sample.float()
         frames = frames.reshape(B, L, *frames.shape[1:])
-        return lip_loss(module.lip_reader, frames, batch["lip_truth"][:, span], mouth.reshape(B, L, 2))
+        return lip_loss(module.lip_reader, frames, batch["lip_truth"][:, span], mouth.reshape(B, L, 2),
+                        reduction="none")
 
     def rollout_scheduler(self):
         return DPMSolverMultistepScheduler(**SCHEDULER_CONFIG)
