@@ -16,8 +16,9 @@ def test_variants_change_only_the_ablated_setting():
     no_lip = {c.name: c for c in variant_configs("no_lip")}
     assert list(no_lip) == ["stage1", "stage2", "stage3"]
     assert no_lip["stage1"].task_args == {**full["stage1"].task_args, "lip_loss_weight": 0.0}
-    assert no_lip["stage2"].task_args == {**full["stage2"].task_args, "lip_loss_weight": 0.0}  # stage 2 keeps it
-    assert no_lip["stage3"] == full["stage3"]
+    # stages 2 and 3 keep it (3 on its talking clips): the ablation drops it there too
+    for name in ("stage2", "stage3"):
+        assert no_lip[name].task_args == {**full[name].task_args, "lip_loss_weight": 0.0}
     teacher = {c.name: c for c in variant_configs("teacher_forcing")}
     assert list(teacher) == ["stage2", "stage3"]
     for name in teacher:

@@ -152,6 +152,28 @@ def test_stage_2_keeps_the_lip_loss_on_a_window_around_the_mouth(folder):
     assert build_task(stage_config(3, lip_loss_from=0), folder, folder / "cache").lip_reader is None  # no audio
 
 
+def test_stage_3_rehearses_talking_clips_among_its_orbits(folder):
+    """With talk_fraction, some stage-3 batches are stage 2's talking clips: audio and lip loss on, camera off."""
+    task = build_task(stage_config(3, talk_fraction=0.5, lip_loss_from=0, lip_frames=6, lip_window=8,
+                                   first_segment_probability=0.0), folder, folder / "cache")
+    batches = [task.batch(step, 0, "cpu") for step in range(12)]
+    assert {b["talk"] for b in batches} == {True, False}
+    module = task.trainable()
+    for batch in (next(b for b in batches if b["talk"]), next(b for b in batches if not b["talk"])):
+        module.zero_grad()
+        loss, logs = task.loss(module, batch, torch.Generator().manual_seed(0))
+        loss.backward()
+        grads = {}
+        for n, p in module.model.named_parameters():
+            grads.setdefault(adapter_group(n), []).append(p.grad is not None and bool(p.grad.abs().sum() > 0))
+        assert ("lip" in logs) == batch["talk"]  # the lip loss only where there is speech
+        assert any(grads["camera"]) != batch["talk"]  # the camera stream only for orbits
+        assert any(grads["motion"]) and any(grads["lora"])
+    assert all(b["audio_features"].abs().sum() > 0 for b in batches if b["talk"])
+    with pytest.raises(ValueError, match="talk_fraction"):
+        build_task(stage_config(2, talk_fraction=0.5), folder, folder / "cache")
+
+
 def test_lip_loss_is_zero_for_identical_clips_and_has_a_gradient():
     torch.manual_seed(0)
     reader = LipReader(channels=(8, 8, 8), feature_dim=16).eval()

@@ -36,7 +36,8 @@ VARIANTS = {
     # no_lip keeps the lip reader loaded (weight 0, not lip_loss_from=None) so that the branch state, which holds it,
     # loads unchanged and every batch draws the same random numbers as the full recipe's.
     "no_lip": Variant("full recipe without the lip-reading loss", ("stage1", "stage2", "stage3"),
-                      {"stage1": {"lip_loss_weight": 0.0}, "stage2": {"lip_loss_weight": 0.0}}, "stage1-state"),
+                      {"stage1": {"lip_loss_weight": 0.0}, "stage2": {"lip_loss_weight": 0.0},
+                       "stage3": {"lip_loss_weight": 0.0}}, "stage1-state"),
     "teacher_forcing": Variant("ground-truth context (teacher forcing) instead of self-forcing in stages 2 and 3",
                                ("stage2", "stage3"),
                                {"stage2": {"teacher_forcing": True}, "stage3": {"teacher_forcing": True}},

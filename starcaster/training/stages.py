@@ -15,6 +15,10 @@
   prediction 1/sqrt(abar) times harder (15x at t = 999) about frames that are mostly guesswork. Unweighted, the
   term dominated the clipped gradient and stage 2's samples filled with speckle by step 500.
 * Stage 3, temporal-to-spatial: camera stream replaces audio, on orbit clips of still heads, autoregressive as 2.
+  ``talk_fraction`` of its batches are stage 2's talking clips instead (audio on, camera off, lip loss as in 2): the
+  paper's model keeps its sync through 10K steps of stage 3 on 200K steps of pre-training; the tiny one, after 4.5K
+  steps of talking, did not (at step 600 of orbits alone, val lip r 0.83 -> 0.59 and pose std 2.8 -> 5.2, the
+  motion layers learning orbit-sized head turns), so it rehearses the task it must not forget.
 
 Every stage drops conditions for CFG through `autoregression.drop_streams`, the function the sampler uses for the
 unconditional row, and reads audio features made by `clip_audio_features`, the function inference uses. With
@@ -56,6 +60,15 @@ from .trainer import step_rng
 MODES = {1: "talk", 2: "talk", 3: "orbit"}
 
 
+def _split(clips, eval_clips: int, frames: int, stage: int, data):
+    """A preprocess output's training and held-out pools (its last ``eval_clips`` clips held out)."""
+    if clips.latents.shape[2] < frames or len(clips) <= eval_clips:
+        raise ValueError(f"{data} holds {len(clips)} clips of {clips.latents.shape[2]} frames; stage {stage} needs "
+                         f"more than {eval_clips} clips of {frames}.")
+    return (clips.slice(slice(0, len(clips) - eval_clips), frames),
+            clips.slice(slice(len(clips) - eval_clips, None), frames))
+
+
 class StageModule(nn.Module):
     """What one stage step runs: the video model (trainable groups) and the frozen helpers it reads through."""
 
@@ -77,7 +90,8 @@ class StageTask:
                  rollout_guidance: float = 1.0, first_segment_probability: float = 0.25,
                  dropout: float = 0.1, snr_gamma: float = 5.0, lip_loss_from: int | None = None,
                  lip_loss_weight: float = 1.0, lip_frames: int = 8, lip_window: int | None = None,
-                 lip_alpha_weighting: bool = False, preset: str = "tiny", data: str | None = None):
+                 lip_alpha_weighting: bool = False, talk_fraction: float = 0.0, preset: str = "tiny",
+                 data: str | None = None, talk_data: str | None = None):
         if stage not in STAGE_GROUPS:
             raise ValueError(f"stage must be one of {sorted(STAGE_GROUPS)}, got {stage}")
         self.config, self.folder, self.stage = config, Path(pipeline_folder), stage
@@ -85,7 +99,11 @@ class StageTask:
         self.rollout_steps, self.rollout_guidance = rollout_steps, rollout_guidance
         self.first_probability = first_segment_probability if stage > 1 else 0.0
         self.dropout, self.snr_gamma = dropout, snr_gamma
-        self.lip_from = lip_loss_from if stage < 3 else None  # stage 3 reads no audio: no speech to supervise
+        if talk_fraction and stage != 3:
+            raise ValueError(f"talk_fraction mixes talking clips into stage 3's orbits; stage {stage} only talks.")
+        self.talk_fraction = talk_fraction
+        # stage 3's orbits read no audio, so without talking clips there is no speech to supervise
+        self.lip_from = lip_loss_from if stage < 3 or talk_fraction else None
         self.lip_window, self.lip_alpha_weighting = lip_window, lip_alpha_weighting
         self.lip_weight, self.lip_frames = lip_loss_weight, lip_frames
         self.settings = PRESETS[preset]  # the folder being trained carries no settings until a stage exports them
@@ -98,11 +116,12 @@ class StageTask:
         self.synthetic, self.face_encoder = data is None, None
         if data is not None:  # real videos, made by `python -m starcaster preprocess` (the last clips held out)
             clips_on_disk = load_preprocessed(data)
-            if clips_on_disk.latents.shape[2] < frames or len(clips_on_disk) <= eval_clips:
-                raise ValueError(f"{data} holds {len(clips_on_disk)} clips of {clips_on_disk.latents.shape[2]} "
-                                 f"frames; stage {stage} needs more than {eval_clips} clips of {frames}.")
-            self.pool = clips_on_disk.slice(slice(0, len(clips_on_disk) - eval_clips), frames)
-            self.eval_pool = clips_on_disk.slice(slice(len(clips_on_disk) - eval_clips, None), frames)
+            self.pool, self.eval_pool = _split(clips_on_disk, eval_clips, frames, stage, data)
+            if talk_fraction:
+                if talk_data is None:
+                    raise ValueError("talk_fraction on real videos needs task_args.talk_data (talking videos).")
+                self.talk_pool, self.talk_eval_pool = _split(load_preprocessed(talk_data), eval_clips, frames,
+                                                             stage, talk_data)
         elif preset != "tiny":
             raise ValueError(f"the {preset} preset trains on real videos: give task_args.data (a preprocess output).")
         else:  # the synthetic world
@@ -113,12 +132,17 @@ class StageTask:
                          name="stage")
             self.pool = clip_pool("train", clips, seed=config.seed, **pools)
             self.eval_pool = clip_pool("eval", eval_clips, seed=0, **pools)
+            if talk_fraction:  # the same clips stage 2 trained on (and cached)
+                pools.update(mode="talk", audio_encoder=audio_encoder)
+                self.talk_pool = clip_pool("train", clips, seed=config.seed, **pools)
+                self.talk_eval_pool = clip_pool("eval", eval_clips, seed=0, **pools)
         if stage == 3:
             self.pool.audio_features = self.eval_pool.audio_features = None  # stage 3: camera replaces audio
         if self.lip_reader is not None:
-            self.pool.lip_truth = torch.cat([lip_features(self.lip_reader, self.pool.frames[i:i + 16],
-                                                          self.pool.mouth_xy[i:i + 16])
-                                             for i in range(0, len(self.pool), 16)])
+            talking = self.pool if stage < 3 else self.talk_pool
+            talking.lip_truth = torch.cat([lip_features(self.lip_reader, talking.frames[i:i + 16],
+                                                        talking.mouth_xy[i:i + 16])
+                                           for i in range(0, len(talking), 16)])
 
     # -- what is trained --------------------------------------------------------------------------------------------
     def trainable(self) -> nn.Module:
@@ -144,10 +168,13 @@ class StageTask:
 
     def batch(self, step, micro, device):
         rng = step_rng(self.config.seed, step, micro)
-        index = sample_index(rng, self.pool, self.config.batch_size)
-        batch = {k: v.to(device) for k, v in self.pool.take(index).items() if k != "frames"}
-        if self.lip_reader is not None:
-            batch["lip_truth"] = self.pool.lip_truth[index].to(device)
+        talk = self.stage < 3 or (self.talk_fraction > 0 and rng.random() < self.talk_fraction)
+        pool = self.pool if self.stage < 3 or not talk else self.talk_pool
+        index = sample_index(rng, pool, self.config.batch_size)
+        batch = {k: v.to(device) for k, v in pool.take(index).items() if k != "frames"}
+        batch["talk"] = talk  # a talking batch (audio on) or, in stage 3, an orbit (camera on)
+        if self.lip_reader is not None and talk:
+            batch["lip_truth"] = pool.lip_truth[index].to(device)
             batch["lip_start"] = int(rng.integers(0, self.N - self.lip_frames + 1))
         batch["first_segment"] = bool(rng.random() < self.first_probability)
         batch["step"] = step
@@ -158,8 +185,8 @@ class StageTask:
 
     # -- the losses ----------------------------------------------------------------------------------------------
     def _conditions(self, module, batch, first, end, id_tokens, bank=None):
-        audio = batch.get("audio_features") if self.stage < 3 else None
-        cameras = batch["cameras"] if self.stage == 3 else None
+        audio = batch.get("audio_features") if batch["talk"] else None
+        cameras = None if batch["talk"] else batch["cameras"]
         return segment_conditions(module.model, id_tokens, first, end, audio, cameras, self.settings.audio_radius,
                                   bank)
 
@@ -206,7 +233,7 @@ class StageTask:
         bank = None if context is None else self._bank(module, batch, context, id_tokens)
         cond = self._conditions(module, batch, first, start + N, id_tokens, bank)
         if training:
-            probabilities = {"identity": self.dropout, "audio": self.dropout if self.stage < 3 else 0.0}
+            probabilities = {"identity": self.dropout, "audio": self.dropout if batch["talk"] else 0.0}
             cond = drop_streams(cond, null, random_drop(B, probabilities, generator))
 
         noise = torch.randn(target.shape, generator=generator, device=generator.device).to(target)
@@ -219,7 +246,8 @@ class StageTask:
         snr = compute_snr(self.noise, t)
         diffusion = (per_sample * torch.clamp(snr, max=self.snr_gamma) / snr).mean()  # min-SNR, per sample
         logs, loss = {"diffusion": diffusion.detach()}, diffusion
-        if training and self.lip_from is not None and self.lip_weight > 0 and batch["step"] >= self.lip_from:
+        if (training and batch["talk"] and self.lip_from is not None and self.lip_weight > 0
+                and batch["step"] >= self.lip_from):
             lips = self._lip_loss(module, batch, pred, noisy, t, start)  # (B,)
             weights = self.noise.alphas_cumprod.to(t.device)[t].float() if self.lip_alpha_weighting else 1.0
             loss = loss + self.lip_weight * (weights * lips).mean()
@@ -249,16 +277,21 @@ class StageTask:
     @torch.no_grad()
     def validate(self, module, step, folder) -> dict:
         """Held-out diffusion loss at fixed noise and timesteps (comparable from one validation to the next)."""
-        losses = []
-        for i in range(len(self.eval_pool)):
-            batch = {k: v.to(module.model.device) for k, v in self.eval_pool.take(torch.tensor([i])).items()
-                     if k != "frames"}
-            batch.update(first_segment=False, step=-1)
-            generator = torch.Generator(module.model.device).manual_seed(i)
-            losses.append(float(self.compute_loss(module, batch, generator, training=False)[0]))
+        logs = {"heldout_diffusion": self._heldout(module, self.eval_pool, talk=self.stage < 3)}
+        if self.talk_fraction:  # what stage 3 must not forget, on stage 2's held-out clips
+            logs["heldout_diffusion_talk"] = self._heldout(module, self.talk_eval_pool, talk=True)
         if self.synthetic:
             self.sample_video(module, Path(folder), step)
-        return {"heldout_diffusion": sum(losses) / len(losses)}
+        return logs
+
+    def _heldout(self, module, pool, talk: bool) -> float:
+        losses = []
+        for i in range(len(pool)):
+            batch = {k: v.to(module.model.device) for k, v in pool.take(torch.tensor([i])).items() if k != "frames"}
+            batch.update(first_segment=False, step=-1, talk=talk)
+            generator = torch.Generator(module.model.device).manual_seed(i)
+            losses.append(float(self.compute_loss(module, batch, generator, training=False)[0]))
+        return sum(losses) / len(losses)
 
     @torch.no_grad()
     def sample_video(self, module, folder: Path, step: int, steps: int = 25):
