@@ -186,7 +186,7 @@ class DistillTask:
             for i in range(len(self.talk.eval_pool)):
                 batch = {k: v.to(module.student.device) for k, v in self.talk.eval_pool.take(torch.tensor([i])).items()
                          if k != "frames"}
-                batch.update(kind="portrait", segment=0, first_segment=False, step=-1)
+                batch.update(kind="portrait", segment=0, first_segment=False, step=-1, talk=True)
                 errors.append(self._sample_error(module.student, module, batch, steps, seed=i))
             out[f"heldout_x0_mse_{steps}step"] = float(np.mean(errors))
         return out
