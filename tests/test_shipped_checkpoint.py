@@ -1,0 +1,48 @@
+"""The shipped default is a trained STARCaster (issue #11): ``checkpoints/tiny`` loads as a trained pipeline and, on
+two held-out clips, still talks in sync and renders a head along an orbit. A missing, truncated or untrained
+checkpoint fails here.
+
+The guard samples as the evaluation does but with fewer steps (GUARD_STEPS) so that it stays under a minute on two
+cores. Its floors come from this same set-up on 20 held-out clips (``docs/eval/guard_tiny.md``, command in the
+README): each sits well below the trained model's mean there and well above what random weights and the
+copy-reference baseline score, so noise on two clips does not trip it, and a broken model does. (The orbit floor
+is below copy-reference: the shipped model does not yet beat that baseline on orbits; the README says so.)
+"""
+
+import pytest
+import torch
+
+from starcaster import load_pipeline
+from starcaster.eval.evaluators import load_evaluators
+from starcaster.eval.run import evaluate
+from starcaster.presets import REPO_CHECKPOINTS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+GUARD_CLIPS, GUARD_STEPS, GUARD_SEGMENTS = 2, 10, 2
+# docs/eval/guard_tiny.md (this set-up, 20 held-out clips) against the README's random-weights rows (lip r about 0,
+# orbit PSNR 11.6 dB): see the module docstring.
+LIP_R_FLOOR = 0.4  # 20-clip mean 0.789 [0.705, 0.854]; copy-reference 0.088, random weights 0.016
+ORBIT_PSNR_FLOOR = 13.5  # dB; 20-clip mean 16.29 [15.36, 17.19]; copy-reference 17.0, random weights 11.6
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    folder = REPO_CHECKPOINTS / "tiny"
+    pipe = load_pipeline("tiny")
+    assert pipe.trained, f"{folder} holds no trained model (no starcaster/ adapters): the default would show noise"
+    assert pipe.has_fast_sampler, f"{folder} has no distilled fast_model/: the demo's Fast sampler would be missing"
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, load_evaluators(folder / "evaluators")
+
+
+def test_the_shipped_checkpoint_talks_in_sync_and_follows_an_orbit(shipped):
+    pipe, evaluators = shipped
+    with torch.no_grad():
+        results = evaluate({"tiny": pipe}, evaluators, tasks=("portrait", "orbit"), clips=GUARD_CLIPS,
+                           steps=GUARD_STEPS, segments=GUARD_SEGMENTS)
+    lip_r = results["tiny"]["portrait"]["lip_r"]["mean"]
+    psnr = results["tiny"]["orbit"]["psnr"]["mean"]
+    print(f"guard: lip r {lip_r:.3f} (floor {LIP_R_FLOOR}), orbit PSNR {psnr:.2f} dB (floor {ORBIT_PSNR_FLOOR})")
+    assert lip_r >= LIP_R_FLOOR
+    assert psnr >= ORBIT_PSNR_FLOOR
