@@ -39,7 +39,10 @@ def test_save_pretrained_writes_model_index_and_from_pretrained_reads_it_back(pi
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["_class_name"] == "STARCasterPipeline" and index["vae"] == ["diffusers", "AutoencoderKL"]
     loaded = STARCasterPipeline.from_pretrained(tmp_path)
-    np.testing.assert_array_equal(clip(loaded), clip(pipe))
+    # Same weights, same seed: the frames agree up to one grey level (float sums may round differently between two
+    # loaded instances on some CPUs); a missed or wrong weight moves far more than that.
+    a, b = clip(loaded).astype(int), clip(pipe).astype(int)
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
     with pytest.raises(ValueError, match="nothing is ever downloaded"):
         STARCasterPipeline.from_pretrained(tmp_path, revision="main")
 
