@@ -37,11 +37,12 @@ UNTRAINED = ("<b>This model has random weights</b> (no trained checkpoint in its
 
 INFO_STYLE = NOTICE_STYLE.replace("#f59e0b", "#3b82f6").replace("245, 158, 11", "59, 130, 246")
 TINY_WORLD = ("<b>The built-in model is tiny and has only ever seen a synthetic world</b>: this project's rendered "
-              "talking heads at 128 px, trained on two CPU cores. Its own example portraits talk in sync and turn "
-              "with the camera. A real photo is accepted (the face is found and aligned), but the model redraws it "
-              "as one of its synthetic heads, with the photo's rough colours and no likeness; the README shows what "
-              "that looks like. Real people need the full-size model: run the app with "
-              "<code>STARCASTER_MODEL=sd15</code> and Arc2Face-family weights.")
+              "talking heads at 128 px, trained on two CPU cores. Its own example portraits talk in sync; under a "
+              "moving camera they turn only part of the way, and faces blur (most with <i>Fast</i>). A real photo is "
+              "accepted (the face is found and aligned), but the model redraws it as one of its synthetic heads, "
+              "with the photo's rough colours and no likeness; the README shows what that looks like. Real people "
+              "need the full-size model: run the app with <code>STARCASTER_MODEL=sd15</code> and Arc2Face-family "
+              "weights.")
 
 
 def capability_notice(pipe) -> str | None:
