@@ -1,6 +1,7 @@
 """The three stages on small stand-in components saved in the real formats: losses fall, only the stage's groups
 move, self-forcing feeds the model its own rollout, the lip loss, and an exported stage loads as a pipeline."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -172,6 +173,33 @@ def test_stage_3_rehearses_talking_clips_among_its_orbits(folder):
     assert all(b["audio_features"].abs().sum() > 0 for b in batches if b["talk"])
     with pytest.raises(ValueError, match="talk_fraction"):
         build_task(stage_config(2, talk_fraction=0.5), folder, folder / "cache")
+
+
+def test_group_lr_scale_gives_one_stream_its_own_learning_rate(folder, tmp_path):
+    """Stage 3's camera stream at 10x the shared rate: its parameters take 10x larger first Adam steps (Adam's first
+    step is about lr * sign(grad)), while the groups it joins keep the config's rate."""
+    config = stage_config(3, group_lr_scale={"camera": 10.0}, first_segment_probability=0.0)
+    config = dataclasses.replace(config, steps=1, save_every=1, lr=1e-4)
+    task = build_task(config, folder, folder / "cache")
+    groups = {g["name"]: g for g in task.parameter_groups(task.trainable())}
+    assert groups["camera"]["lr"] == pytest.approx(1e-3)
+    assert "lr" not in groups["motion"] and "lr" not in groups["lora"]  # the optimizer's default: config.lr
+    from accelerate.utils import set_seed
+    from safetensors.torch import load_file
+
+    set_seed(config.seed)  # as the trainer does before building the module: the same initial additions
+    before = dict(task.trainable().model.named_parameters())
+    train(task, config, tmp_path / "train" / "stage3", export_to=None, progress=False)
+    state = load_file(next((tmp_path / "train" / "stage3").glob("states/step-*/model.safetensors")))
+    steps = {}
+    for name, value in state.items():
+        key = name.removeprefix("model.")
+        if key in before and before[key].requires_grad:
+            delta = (value - before[key].detach()).abs().max().item()
+            steps.setdefault(adapter_group(key), []).append(delta)
+    assert 5e-4 < max(steps["camera"]) < 2e-3 and max(steps["motion"]) < 2e-4
+    with pytest.raises(ValueError, match="does not train"):
+        build_task(stage_config(3, group_lr_scale={"audio": 2.0}), folder, folder / "cache")
 
 
 def test_lip_loss_is_zero_for_identical_clips_and_has_a_gradient():

@@ -91,10 +91,15 @@ class StageTask:
                  dropout: float = 0.1, snr_gamma: float = 5.0, lip_loss_from: int | None = None,
                  lip_loss_weight: float = 1.0, lip_frames: int = 8, lip_window: int | None = None,
                  lip_alpha_weighting: bool = False, talk_fraction: float = 0.0, preset: str = "tiny",
-                 data: str | None = None, talk_data: str | None = None):
+                 data: str | None = None, talk_data: str | None = None, group_lr_scale: dict | None = None):
         if stage not in STAGE_GROUPS:
             raise ValueError(f"stage must be one of {sorted(STAGE_GROUPS)}, got {stage}")
         self.config, self.folder, self.stage = config, Path(pipeline_folder), stage
+        unknown = set(group_lr_scale or {}) - set(STAGE_GROUPS[stage])
+        if unknown:
+            raise ValueError(f"group_lr_scale names {sorted(unknown)}, which stage {stage} does not train "
+                             f"(it trains {sorted(STAGE_GROUPS[stage])}).")
+        self.group_lr_scale = dict(group_lr_scale or {})
         self.window, self.teacher_forcing = window if stage > 1 else 1, teacher_forcing
         self.rollout_steps, self.rollout_guidance = rollout_steps, rollout_guidance
         self.first_probability = first_segment_probability if stage > 1 else 0.0
@@ -164,7 +169,14 @@ class StageTask:
         return SimpleNamespace(feature_dim=feature_dim)
 
     def parameter_groups(self, module):
-        return module.model.parameter_groups(STAGE_GROUPS[self.stage])
+        # A new stream starts from zero-initialised V projections (its additions are identities at first), so at the
+        # shared learning rate it can stay nearly silent through a short stage: ``group_lr_scale`` lets it learn
+        # faster than the groups it joins, which are already trained.
+        groups = module.model.parameter_groups(STAGE_GROUPS[self.stage])
+        for group in groups:
+            if group["name"] in self.group_lr_scale:
+                group["lr"] = self.config.lr * float(self.group_lr_scale[group["name"]])
+        return groups
 
     def batch(self, step, micro, device):
         rng = step_rng(self.config.seed, step, micro)
