@@ -110,3 +110,17 @@ def test_lip_reader_learns_visemes_on_a_fixed_batch(tmp_path):
     from starcaster.training.lip_reading import LipReader
 
     assert LipReader.from_pretrained(tmp_path / "lip_reader").config.feature_dim == 16
+
+
+def test_clip_pools_render_in_worker_processes_to_the_same_clips(tmp_path):
+    """The pools render in forked workers on a fresh machine; a clip is a function of its index, so any number of
+    workers gives the same pool, in the same order (and the cache holds that pool)."""
+    from starcaster.training.clip_pool import clip_pool
+
+    args = dict(split="train", clips=6, num_frames=3, mode="talk", size=32, seed=3)
+    serial = clip_pool(**args, workers=1)
+    parallel = clip_pool(**args, workers=2, cache_dir=tmp_path)
+    for name in ("frames", "mouth_xy", "visemes", "cameras", "pose"):
+        assert torch.equal(getattr(serial, name), getattr(parallel, name)), name
+    assert len({bytes(f.numpy()) for f in serial.frames[:, 0]}) == 6  # six different clips, not one repeated
+    assert torch.equal(clip_pool(**args, workers=2, cache_dir=tmp_path).frames, serial.frames)  # read back

@@ -9,7 +9,9 @@ lip loss's ground truth and for the lip reader.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -69,8 +71,9 @@ def encode_frames(vae, frames: torch.Tensor, chunk: int = 32) -> torch.Tensor:
 @torch.no_grad()
 def clip_pool(split: str, clips: int, num_frames: int, mode: str, size: int = 128, seed: int = 0,
               cache_dir: str | Path | None = None, vae=None, face_encoder=None, audio_encoder=None,
-              name: str = "") -> ClipPool:
-    """``clips`` clips of ``num_frames`` frames; with the components given, their latents/features too."""
+              name: str = "", workers: int | None = None) -> ClipPool:
+    """``clips`` clips of ``num_frames`` frames; with the components given, their latents/features too.
+    ``workers`` processes render the clips (default: one per CPU core, at most 4); the pool is the same for any."""
     path = None
     if cache_dir is not None:
         parts = [split, mode, f"c{clips}x{num_frames}", f"p{size}", f"s{seed}", name]
@@ -79,8 +82,7 @@ def clip_pool(split: str, clips: int, num_frames: int, mode: str, size: int = 12
             return ClipPool(**torch.load(path, weights_only=True))  # our own cache: tensors only
     data = SyntheticTalkingHeads(split, num_frames=num_frames, size=size, mode=mode, seed=seed, length=clips)
     rows = {f.name: [] for f in fields(ClipPool)}
-    for i in range(clips):
-        clip = data.clip(i)
+    for clip in rendered_clips(data, clips, workers):
         frames = torch.from_numpy(clip.frames)
         rows["frames"].append(frames)
         rows["mouth_xy"].append(torch.from_numpy(clip.mouth_xy))
@@ -103,6 +105,32 @@ def clip_pool(split: str, clips: int, num_frames: int, mode: str, size: int = 12
         torch.save({f.name: getattr(pool, f.name) for f in fields(pool)}, partial)
         os.replace(partial, path)
     return pool
+
+
+def rendered_clips(data: SyntheticTalkingHeads, clips: int, workers: int | None = None):
+    """``data.clip(0) ... data.clip(clips - 1)`` in order. The renderer is single-threaded numpy and a clip is a
+    function of its index alone, so on a fresh machine the pools (minutes per thousand clips on one core) render
+    in ``workers`` forked processes; the VAE and encoders then run in this one, on torch's own threads."""
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    if workers <= 1 or clips < 2 * workers:
+        yield from (data.clip(i) for i in range(clips))
+        return
+    context = multiprocessing.get_context("fork")  # the dataset object travels by fork, not by pickling
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(data,)) as pool:
+        yield from pool.map(_render_clip, range(clips), chunksize=8)
+
+
+_WORKER_DATA = None
+
+
+def _worker_init(data) -> None:
+    global _WORKER_DATA
+    _WORKER_DATA = data
+    torch.set_num_threads(1)
+
+
+def _render_clip(index: int):
+    return _WORKER_DATA.clip(index)
 
 
 def sample_index(rng: np.random.Generator, pool: ClipPool, batch_size: int) -> torch.Tensor:
