@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from starcaster.video import probe
-from ui.streaming import HELD_BACK_SECONDS, SamplerAhead, lead_needed, stream_segments
+from ui.streaming import (HELD_BACK_SECONDS, MAX_LEAD_SECONDS, SamplerAhead, lead_met_at, lead_needed,
+                          stream_segments)
 
 FPS, RATE, SEG = 25, 16000, 16
 
@@ -64,11 +65,13 @@ def test_no_segments_is_an_error(tmp_path):
 
 
 class _Paced:
-    """Stand-in segments that say when each was sampled (as ``SamplerAhead`` does): ``seconds`` apart."""
+    """Stand-in segments that say when each was sampled (as ``SamplerAhead`` does): ``seconds`` apart (one number, or
+    one per segment after the first)."""
 
     def __init__(self, num_frames, seconds):
         self.segments = list(_segments(num_frames, []))
-        self.sampled_at = [k * seconds for k in range(len(self.segments))]
+        steps = seconds if isinstance(seconds, list) else [seconds] * (len(self.segments) - 1)
+        self.sampled_at = list(np.cumsum([0.0] + steps))
 
     def __iter__(self):
         return iter(self.segments)
@@ -84,12 +87,32 @@ def test_the_lead_a_stream_needs_grows_as_the_sampler_falls_behind_real_time():
 
 @pytest.mark.parametrize("seconds_per_segment, chunks", [
     (0.5, [False, True, False, True, False, True, True]),  # faster than real time: a chunk every 32 frames
-    (0.8, [False, False, False, True, False, True, True]),  # 20 frames/s: the first chunk waits for a lead
+    (0.64, [False, False, False, True, False, True, True]),  # real time: waits, for the slow-down once it streams
+    (0.8, [False, False, False, False, True, False, True]),  # 20 frames/s: the first chunk waits for a longer lead
+    (1.2, [False, False, False, False, False, True, True]),  # Fast in the app, half real time: a short clip waits
     (9.4, [False, True, False, True, False, True, True]),  # Quality on a CPU: no lead would do, progress shows
 ])
 def test_the_first_chunk_waits_until_the_stream_can_stay_ahead(tmp_path, seconds_per_segment, chunks):
     updates = list(stream_segments(_Paced(100, seconds_per_segment), str(tmp_path)))
     assert [u.chunk is not None for u in updates] == chunks
+
+
+def test_the_lead_is_judged_where_it_will_be_met():
+    # Under half real time: 4 s of speech meet their lead within the clip (the lead needed shrinks with what is left), so the
+    # stream waits rather than stalls; a 40 s clip would have to hold far more than MAX_LEAD_SECONDS: progress shows.
+    assert lead_needed(84, FPS, 11.0, SEG) > MAX_LEAD_SECONDS
+    assert 2 * SEG / FPS < lead_met_at(2 * SEG / FPS, 84, FPS, 11.0, SEG) <= 100 / FPS
+    assert lead_met_at(2 * SEG / FPS, 968, FPS, 11.0, SEG) > MAX_LEAD_SECONDS
+    assert lead_met_at(2.0, 84, FPS, 50.0, SEG) == 2.0  # already met
+    assert lead_met_at(1.0, 84, FPS, None, SEG) == float("inf")
+
+
+def test_the_first_chunk_plans_for_the_slowest_segment_so_far(tmp_path):
+    # One slow segment, then quick ones: on the average pace (27 frames/s by segment 2) the stream would start there
+    # and the player would run dry at the next slow segment; planned on the slowest one it waits for more lead.
+    paced = _Paced(100, [0.8, 0.4, 0.4, 0.4, 0.4, 0.4])
+    assert [u.chunk is not None for u in stream_segments(paced, str(tmp_path))] == [
+        False, False, False, False, True, False, True]
 
 
 def test_the_sampler_runs_ahead_while_the_caller_is_busy_and_stops_when_closed():

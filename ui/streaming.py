@@ -2,7 +2,8 @@
 
 Each segment is 16 frames (0.64 s at 25 fps). Players stall on chunks that short, so segments are buffered until a
 chunk holds at least ``min_chunk_seconds``; the last chunk takes whatever is left. The first chunk also waits until
-the stream can stay ahead of the player at the sampler's measured pace (``lead_needed``): a sampler at or above real
+the stream can stay ahead of the player at the sampler's measured pace (its slowest segment so far, with a margin:
+``lead_needed``, ``PACE_MARGIN``): a sampler at or above real
 time (Fast) starts after its first second of video, one a little slower buffers a little more first rather than
 stalling every chunk, and one far slower (Quality on a CPU) streams its progress as it comes. Every chunk carries its
 own exact slice of the audio, the first included: Gradio builds the stream's audio track from the chunks, and a
@@ -11,6 +12,7 @@ silent first chunk makes the whole stream silent.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import queue
@@ -29,6 +31,7 @@ OUTPUT_ROOT = os.path.join(tempfile.gettempdir(), "starcaster-ui")
 # its own cache by then (and deletes those itself, ``delete_cache``). Folders a crash left behind, and the camera
 # editor's exported paths, go once they are this old.
 OUTPUT_MAX_AGE_SECONDS = 3600
+logger = logging.getLogger("starcaster.ui.streaming")
 _RUN_FOLDER = re.compile(r"^[0-9a-f]{32}$")  # new_output_dir's names; examples/ and anything else are left alone
 
 FALLBACK_NOTE = (
@@ -140,9 +143,17 @@ class SamplerAhead:
         self._thread.join()
 
 
-# The first chunk waits for the lead the player needs, but never for more than this much video: beyond it the sampler
-# is so far behind real time that stalls cannot be avoided at a bearable wait, and seeing progress is better.
+# The first chunk waits for the lead the player needs, unless it would have to hold more than this much video or wait
+# more than this long for it: then the sampler is so far behind real time (Quality on a CPU, or a long clip) that
+# stalls cannot be avoided at a bearable wait, and seeing progress is better. Judged on where the lead will be met,
+# not on the lead needed now, which shrinks as the clip's rest does: a short clip a little under real time waits.
 MAX_LEAD_SECONDS = 6.0
+MAX_WAIT_SECONDS = 10.0
+# The lead is planned for the slowest segment so far, this much slower again: once the stream starts, the chunks'
+# encodes (and Gradio's ffprobe and mux) share the CPU with the sampler. Measured with the Fast sampler in the app, on
+# the 2-core dev box with Chromium beside it: segments took 1.17-1.28 s before the stream started and up to 1.50 s
+# after (1.17x), and planning on the first one alone let the player run dry under load.
+PACE_MARGIN = 1.25
 # Gradio's stream encoder keeps the last 0.3-0.5 s of each chunk's audio until the next chunk comes (measured in
 # Chromium: a 1.92 s first chunk buffers 1.45 s), and a player plays only what has both audio and video.
 HELD_BACK_SECONDS = 0.5
@@ -151,11 +162,22 @@ HELD_BACK_SECONDS = 0.5
 def lead_needed(remaining_frames: int, fps: float, rate: float | None, segment_frames: int) -> float:
     """Seconds of video to hold before the stream starts so that playback does not catch up with the sampler: what the
     sampler will fall behind the player over the rest of the clip, plus one segment's sampling time (the next chunk
-    arrives a segment at a time) and the audio Gradio holds back. ``rate``: the sampler's measured frames per second
-    (None: not known yet)."""
+    arrives a segment at a time) and the audio Gradio holds back. ``rate``: the frames per second to plan on (the
+    caller's pessimistic reading of the sampler's pace; None: not known yet)."""
     if not rate:
         return math.inf
     return remaining_frames * max(0.0, 1 / rate - 1 / fps) + segment_frames / rate + HELD_BACK_SECONDS
+
+
+def lead_met_at(buffered: float, remaining_frames: int, fps: float, rate: float | None, segment_frames: int) -> float:
+    """Seconds of video that will be held when the lead is first met, sampling on at ``rate`` from ``buffered``
+    seconds held and ``remaining_frames`` still to sample (at the latest: all of it, once the last segment is in)."""
+    if not rate:
+        return math.inf
+    while remaining_frames > 0 and buffered < lead_needed(remaining_frames, fps, rate, segment_frames):
+        step = min(segment_frames, remaining_frames)
+        buffered, remaining_frames = buffered + step / fps, remaining_frames - step
+    return buffered
 
 
 @dataclass
@@ -181,11 +203,13 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
     # The full video is encoded as segments arrive (VideoWriter), so memory holds one chunk, not the whole clip.
     writer = None
     pending_frames, pending_audio = [], []
-    frames_done, started, first_seen = 0, False, None
+    frames_done, started, slowest = 0, False, 0.0
+    arrived, start_info = [], None  # for the debug log: the pace the stream saw, and when it started
     try:
         for seg in segments:
             sampled_at = getattr(segments, "sampled_at", ())
             now = sampled_at[seg.index] if seg.index < len(sampled_at) else time.monotonic()
+            arrived.append(now)
             frames = np.asarray(seg.frames)
             audio = _segment_audio(seg, len(frames))
             if writer is None:
@@ -198,12 +222,17 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
             last = seg.index + 1 >= seg.num_segments
             update = StreamUpdate(seg.index + 1, seg.num_segments, frames_done=frames_done)
             buffered = sum(len(f) for f in pending_frames) / seg.fps
-            if first_seen is None:  # the pace is measured from the first segment on (its set-up time left out)
-                first_seen = (now, frames_done)
-            elif not started and buffered >= min_chunk_seconds:
-                rate = (frames_done - first_seen[1]) / (now - first_seen[0]) if now > first_seen[0] else None
-                lead = lead_needed((seg.num_segments - seg.index - 1) * len(frames), seg.fps, rate, len(frames))
-                started = buffered >= lead or lead > MAX_LEAD_SECONDS
+            if len(arrived) > 1:  # the pace is measured from the first segment on (its set-up time left out)
+                slowest = max(slowest, now - arrived[-2])
+            if not started and len(arrived) > 1 and buffered >= min_chunk_seconds:
+                rate = len(frames) / (slowest * PACE_MARGIN) if slowest > 0 else None
+                remaining = (seg.num_segments - seg.index - 1) * len(frames)
+                lead = lead_needed(remaining, seg.fps, rate, len(frames))
+                met_at = lead_met_at(buffered, remaining, seg.fps, rate, len(frames))
+                wait = (met_at - buffered) * seg.fps / rate if rate else math.inf
+                started = buffered >= lead or met_at > MAX_LEAD_SECONDS or wait > MAX_WAIT_SECONDS
+                if started:
+                    start_info = (seg.index, rate, lead)
             if streaming and (last or started and buffered >= min_chunk_seconds):
                 update.chunk = os.path.join(out_dir, f"chunk_{seg.index:04d}.mp4")
                 write_chunk(update.chunk, np.concatenate(pending_frames), seg.fps, np.concatenate(pending_audio),
@@ -213,6 +242,12 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
                 update.final = str(writer.close())
             yield update
     finally:
+        if arrived and logger.isEnabledFor(logging.DEBUG):
+            steps = ", ".join(f"{b - a:.2f}" for a, b in zip(arrived, arrived[1:]))
+            logger.debug("streamed %d segments, sampled %s s apart; first chunk %s", len(arrived), steps or "-",
+                         "after segment %d (pace %s frames/s, lead %.2f s)" % (
+                             start_info[0], f"{start_info[1]:.1f}" if start_info[1] else "?", start_info[2])
+                         if start_info else "with the last segment")
         close = getattr(segments, "close", None)  # a generator: stops the sampler where it is
         if close is not None:
             close()

@@ -7,6 +7,7 @@ test's own polling does not add to them. The numbers are printed (``pytest -s``)
 samples on one thread, as ``one_thread`` explains: on this shared 2-core machine a second OpenMP thread spin-waits.
 """
 
+import logging
 import os
 import statistics
 import time
@@ -180,7 +181,8 @@ def test_fast_is_the_cpu_default_and_guidance_is_greyed_out(page, server):
     assert not page.errors, page.errors
 
 
-def test_fast_streams_within_two_seconds_and_never_runs_dry(page, inputs):
+def test_fast_streams_within_two_seconds_and_never_runs_dry(page, inputs, caplog):
+    caplog.set_level(logging.DEBUG, logger="starcaster.ui.streaming")  # the server's side: the sampler's pace
     page.get_by_role("tab", name="Portrait animation").click()
     if not page.locator("#portrait-sampler").is_visible():
         page.get_by_text("Sampling").first.click()
@@ -194,6 +196,9 @@ def test_fast_streams_within_two_seconds_and_never_runs_dry(page, inputs):
     _load(page, inputs["portrait"], inputs["speech"])
     seen = _measure(f"Fast, {SPEECH_SECONDS:g} s of speech", _generate_and_sample(page, SPEECH_SECONDS),
                     SPEECH_SECONDS)
+    paces = [r.getMessage() for r in caplog.records if r.name == "starcaster.ui.streaming"]
+    print("[server]", paces[-1] if paces else "no stream was logged")
+    seen["timeline"] += f"; server: {paces[-1] if paces else '-'}"
     assert "Fast sampler" in page.locator("#portrait-status").inner_text()
     assert not page.errors, page.errors
 
@@ -202,8 +207,9 @@ def test_fast_streams_within_two_seconds_and_never_runs_dry(page, inputs):
     assert not seen["stalls"], f"the player ran dry while streaming, at {seen['stalls']} s: {seen['timeline']}"
     assert min(seen["margins"]) >= MIN_LEAD_S, f"the player caught up with the stream: {seen['timeline']}"
     if seen["first"] > FIRST_DATA_BOUND_S:
-        # Issue #12's start-up goal is not reached yet (2.64 s on the quiet 2-core dev box, one torch thread): the
-        # sampler itself is below 25 frames/s there. Reported as an expected failure with the distance, not hidden
-        # by a looser bound; the issue stays open until this passes.
+        # Issue #12's start-up goal is not reached yet: the sampler itself is below 25 frames/s here (session 8's
+        # 2-core dev box: 1.2 s per 16-frame segment in the app with Chromium beside it, so the stream waits for
+        # its lead and the first data come after about 8.2 s; 2.64 s on an earlier, faster box). Reported as an
+        # expected failure with the distance, not hidden by a looser bound; the issue stays open until this passes.
         pytest.xfail(f"first video data {seen['first']:.2f} s after Generate, {seen['first'] - FIRST_DATA_BOUND_S:.2f} s "
                      f"over the {FIRST_DATA_BOUND_S} s goal (issue #12)")
