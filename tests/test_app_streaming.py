@@ -98,8 +98,8 @@ def test_the_first_chunk_waits_until_the_stream_can_stay_ahead(tmp_path, seconds
 
 
 def test_the_lead_is_judged_where_it_will_be_met():
-    # Under half real time: 4 s of speech meet their lead within the clip (the lead needed shrinks with what is left), so the
-    # stream waits rather than stalls; a 40 s clip would have to hold far more than MAX_LEAD_SECONDS: progress shows.
+    # Under half real time: 4 s of speech meet their lead within the clip (the lead needed shrinks with what is
+    # left), so the stream waits rather than stalls; a 40 s clip would have to hold more than MAX_LEAD_SECONDS.
     assert lead_needed(84, FPS, 11.0, SEG) > MAX_LEAD_SECONDS
     assert 2 * SEG / FPS < lead_met_at(2 * SEG / FPS, 84, FPS, 11.0, SEG) <= 100 / FPS
     assert lead_met_at(2 * SEG / FPS, 968, FPS, 11.0, SEG) > MAX_LEAD_SECONDS

@@ -3,9 +3,9 @@
 Each segment is 16 frames (0.64 s at 25 fps). Players stall on chunks that short, so segments are buffered until a
 chunk holds at least ``min_chunk_seconds``; the last chunk takes whatever is left. The first chunk also waits until
 the stream can stay ahead of the player at the sampler's measured pace (its slowest segment so far, with a margin:
-``lead_needed``, ``PACE_MARGIN``): a sampler at or above real
-time (Fast) starts after its first second of video, one a little slower buffers a little more first rather than
-stalling every chunk, and one far slower (Quality on a CPU) streams its progress as it comes. Every chunk carries its
+``lead_needed``, ``PACE_MARGIN``): a sampler at or above real time (Fast) starts after its first second of video, one
+a little slower buffers a little more first rather than stalling every chunk, and one far slower (Quality on a CPU)
+streams its progress as it comes. Every chunk carries its
 own exact slice of the audio, the first included: Gradio builds the stream's audio track from the chunks, and a
 silent first chunk makes the whole stream silent.
 """
@@ -151,8 +151,9 @@ MAX_LEAD_SECONDS = 6.0
 MAX_WAIT_SECONDS = 10.0
 # The lead is planned for the slowest segment so far, this much slower again: once the stream starts, the chunks'
 # encodes (and Gradio's ffprobe and mux) share the CPU with the sampler. Measured with the Fast sampler in the app, on
-# the 2-core dev box with Chromium beside it: segments took 1.17-1.28 s before the stream started and up to 1.50 s
-# after (1.17x), and planning on the first one alone let the player run dry under load.
+# the 2-core dev box with Chromium beside it (tests/e2e/test_fast_streaming.py prints them): segments took 1.17-1.28 s
+# before the stream started and up to 1.50 s after (1.17x), and planning on the first one alone let the player run
+# dry under load.
 PACE_MARGIN = 1.25
 # Gradio's stream encoder keeps the last 0.3-0.5 s of each chunk's audio until the next chunk comes (measured in
 # Chromium: a 1.92 s first chunk buffers 1.45 s), and a player plays only what has both audio and video.
