@@ -33,6 +33,7 @@ def main(argv=None):
     bench.add_argument("--random-weights", action="store_true",
                        help="build the preset's architecture with random weights, no files needed (speed only)")
     _common(bench)
+    _fast_steps(bench)
 
     tr = sub.add_parser("train", help="train one config, or a whole recipe (--recipe tiny) into a pipeline folder")
     tr.add_argument("config", nargs="?", help="a training config JSON (starcaster/training/configs/...)")
@@ -62,6 +63,7 @@ def main(argv=None):
     ev.add_argument("--markdown", help="write the table here")
     ev.add_argument("--strips", help="folder for image strips (ground truth above, generated below)")
     _common(ev)
+    _fast_steps(ev)
 
     pre = sub.add_parser("preprocess", help="talking-face videos -> training clips for stages 1-2 (real data)")
     pre.add_argument("videos", help="a folder of videos (mp4, mov, mkv, avi, webm)")
@@ -106,6 +108,11 @@ def _common(p):
                         "(generate: sample with it; eval: add its rows)")
     p.add_argument("--low-memory", action="store_true",
                    help="sd15 on a smaller GPU: model CPU offload + VAE slicing (slower, a fraction of the memory)")
+
+
+def _fast_steps(p):
+    p.add_argument("--fast-steps", type=int, nargs="+", choices=range(1, 5), metavar="N",
+                   help="the fast sampler's rows at each of these step counts, 1-4 (default: the model's fast_steps)")
 
 
 def _cuda() -> bool:
@@ -168,7 +175,7 @@ def _bench(args):
         raise FileNotFoundError(f"{e}\nTo time the architecture without its weights, add --random-weights.") from None
     report = run_benchmark(pipe, task=args.task, seconds=args.seconds, steps=args.steps or pipe.settings.steps,
                            guidance=args.guidance if args.guidance is not None else pipe.settings.guidance,
-                           naive=not args.no_naive, fast=pipe.has_fast_sampler)
+                           naive=not args.no_naive, fast=pipe.has_fast_sampler, fast_steps=args.fast_steps)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
@@ -228,10 +235,13 @@ def _eval(args):
     if args.random_row:
         models[f"{args.preset} (random weights)"] = _load(args, random_weights=True)
     samplers = {name: "quality" for name in models}
-    if args.fast:  # the fast sampler of every model that has one, on the same clips
+    if args.fast:  # the fast sampler of every model that has one, on the same clips, at each --fast-steps
         for name, pipe in list(models.items()):
-            if pipe.has_fast_sampler:
-                models[f"{name} (fast)"], samplers[f"{name} (fast)"] = pipe, "fast"
+            if not pipe.has_fast_sampler:
+                continue
+            for steps in args.fast_steps or [None]:
+                row = f"{name} (fast)" if steps is None else f"{name} (fast, {steps} steps)"
+                models[row], samplers[row] = pipe, ("fast", steps)
     for pipe in models.values():
         pipe.set_progress_bar_config(disable=True)
     evaluators = load_evaluators(Path(args.evaluators) if args.evaluators else REPO_CHECKPOINTS / "tiny" / "evaluators")

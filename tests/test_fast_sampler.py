@@ -67,6 +67,24 @@ def test_fast_sampler_is_seeded_and_refuses_what_does_not_apply(pipe, monkeypatc
         run(pipe, sampler="fast")
 
 
+def test_bench_and_eval_give_a_fast_row_per_step_count(pipe, monkeypatch):
+    """``--fast-steps 1 2``: one fast row per setting, each sampled at its own steps (the student's calls say so)."""
+    from starcaster.eval.benchmark import format_report, run_benchmark
+    from starcaster.eval.run import generate
+
+    student = counted(pipe.fast_model, "forward", monkeypatch)
+    report = run_benchmark(pipe, seconds=0.2, steps=1, naive=False, warmup=False, fast=True, fast_steps=[1, 2])
+    assert [r["sampler"] for r in report["results"]] == ["streaming", "fast-1", "fast-2"]
+    assert len(student) == 1 + 2  # one segment each: one call at 1 step, two at 2
+    assert set(report["fast_speedups"]) == {"fast-1", "fast-2"} and "fast sampler (2 steps" in format_report(report)
+
+    tone = 0.3 * np.sin(2 * np.pi * 180 * np.arange(pipe.sample_rate) / pipe.sample_rate)
+    clip = type("Clip", (), {"reference": np.zeros((pipe.resolution,) * 2 + (3,), np.uint8), "frames": [0] * 5,
+                             "audio": tone.astype(np.float32), "sample_rate": pipe.sample_rate})()
+    student.clear()
+    assert len(generate(pipe, "portrait", clip, 25, 3.0, 0, "fast", fast_steps=3)) == 5 and len(student) == 3
+
+
 def test_fast_parts_round_trip_through_a_folder(pipe, tmp_path):
     save_pipeline(pipe, tmp_path)
     with warnings.catch_warnings():

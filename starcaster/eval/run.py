@@ -59,11 +59,16 @@ def warp_reference(reference: np.ndarray, extrinsics: np.ndarray, intrinsics: np
     return np.stack(out)
 
 
-def generate(pipe, task: str, clip, steps: int, guidance: float, seed: int, sampler: str = "quality") -> np.ndarray:
+def generate(pipe, task: str, clip, steps: int, guidance: float, seed: int, sampler: str = "quality",
+             fast_steps: int | None = None) -> np.ndarray:
+    """One clip's video. ``sampler="fast"`` runs ``fast_steps`` steps (default the model's ``settings.fast_steps``),
+    guidance distilled in: ``steps`` and ``guidance`` are the quality sampler's."""
     kwargs = dict(task=task, image=clip.reference, already_aligned=True, seed=seed, num_frames=len(clip.frames),
                   sampler=sampler)
-    if sampler == "quality":  # the fast sampler runs its own steps, guidance distilled in
+    if sampler == "quality":
         kwargs.update(steps=steps, guidance=guidance)
+    elif fast_steps is not None:
+        kwargs["steps"] = fast_steps
     if task == "orbit":
         kwargs["camera"] = CameraPath(clip.extrinsics, clip.intrinsics, fps=clip.fps)
     else:
@@ -97,7 +102,8 @@ def evaluate(models: dict, evaluators: dict, tasks=TASKS, clips: int = 20, seed:
              guidance: float = 3.0, segments: int = 2, strips: Path | None = None, progress=None,
              samplers: dict | None = None, split: str = "eval") -> dict:
     """{row: {task: {metric: bootstrap}}} for the baselines and every pipeline in ``models`` (name -> pipeline),
-    each sampled with ``samplers[name]`` ("quality" unless given). ``split="val"`` draws the clips from the
+    each sampled with ``samplers[name]``: "quality" (the default), "fast", or ("fast", steps) for the fast sampler
+    at other than its default steps. ``split="val"`` draws the clips from the
     development identities instead: choices made while building a model are made there, never on "eval"."""
     samplers = samplers or {}
     encoder = MelAudioEncoder()
@@ -111,7 +117,9 @@ def evaluate(models: dict, evaluators: dict, tasks=TASKS, clips: int = 20, seed:
             if task == "orbit":
                 rows["warp (ellipsoid proxy)"] = warp_reference(clip.reference, clip.extrinsics, clip.intrinsics)
             for name, pipe in models.items():
-                rows[name] = generate(pipe, task, clip, steps, guidance, seed + index, samplers.get(name, "quality"))
+                spec = samplers.get(name, "quality")
+                sampler, fast_steps = (spec, None) if isinstance(spec, str) else spec
+                rows[name] = generate(pipe, task, clip, steps, guidance, seed + index, sampler, fast_steps)
                 if strips is not None and index == 0:
                     _strip(strips / f"{task}-{_slug(name)}.png", clip.frames, rows[name])
             for name, frames in rows.items():
