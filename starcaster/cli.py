@@ -240,7 +240,7 @@ def _eval(args):
             if not pipe.has_fast_sampler:
                 continue
             for steps in args.fast_steps or [None]:
-                row = f"{name} (fast)" if steps is None else f"{name} (fast, {steps} steps)"
+                row = f"{name} (fast)" if steps is None else f"{name} (fast, {steps} step{'s' * (steps > 1)})"
                 models[row], samplers[row] = pipe, ("fast", steps)
     for pipe in models.values():
         pipe.set_progress_bar_config(disable=True)

@@ -165,7 +165,7 @@ def format_report(report: dict) -> str:
         lines.append(f"streaming sampler is {report['speedup_vs_naive']:.2f}x faster than the naive sampler")
     for name, speedup in report.get("fast_speedups", {"fast": report.get("fast_speedup")}).items():
         if speedup is not None:
-            steps = name.split("-")[1] if "-" in name else report["fast_steps"]
-            lines.append(f"fast sampler ({steps} steps, no CFG, tiny decoder) is {speedup:.2f}x faster than the "
-                         "streaming sampler")
+            steps = int(name.split("-")[1]) if "-" in name else report["fast_steps"]
+            lines.append(f"fast sampler ({steps} step{'s' * (steps > 1)}, no CFG, tiny decoder) is {speedup:.2f}x "
+                         "faster than the streaming sampler")
     return "\n".join(lines)
