@@ -82,8 +82,17 @@ def fast_scheduler(folder: str | Path | None = None) -> LCMScheduler:
 
 
 def load_fast_decoder(folder: str | Path) -> AutoencoderTiny:
+    """The tiny decoder saved by ``save_pretrained`` (``config.json`` + ``diffusion_pytorch_model.safetensors``).
+
+    Read by hand rather than with ``from_pretrained``: AutoencoderTiny writes ``block_out_channels`` into its own
+    config (a copy of the decoder's) but does not take it back, so ``from_pretrained`` warns on every start that the
+    folder's config.json has an unexpected entry."""
+    folder = Path(folder)
     try:
-        return AutoencoderTiny.from_pretrained(folder, use_safetensors=True).eval().requires_grad_(False)
-    except (OSError, ValueError, RuntimeError, json.JSONDecodeError) as e:
-        raise ValueError(f"Could not load the fast decoder (AutoencoderTiny) from {folder}: {e}. "
+        config = {k: v for k, v in AutoencoderTiny.load_config(folder).items() if k != "block_out_channels"}
+        decoder = AutoencoderTiny.from_config(config)
+        decoder.load_state_dict(load_file(str(folder / "diffusion_pytorch_model.safetensors")))
+    except Exception as e:  # diffusers, safetensors and torch each raise their own types for a bad folder
+        raise ValueError(f"Could not load the fast decoder (AutoencoderTiny) from {folder}: {str(e).rstrip('.')}. "
                          "Is a file missing or truncated?") from None
+    return decoder.eval().requires_grad_(False)

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderTiny
 from safetensors.torch import save_file
 from training_helpers import fixed_batch_run, save_toy_pipeline_folder, save_toy_vae_and_face_encoder
 
@@ -167,3 +168,10 @@ def test_fast_decoder_learns_and_loads(tmp_path):
     decoder = load_fast_decoder(tmp_path / "fast_decoder")
     assert decoder.config.scaling_factor == 1.0  # reads the UNet's scaled latents as they are
     assert decoder.decode(torch.zeros(1, 4, 4, 4)).sample.shape == (1, 3, 32, 32)
+    latents = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    reference = AutoencoderTiny.from_pretrained(tmp_path / "fast_decoder")  # diffusers' own loader, same weights
+    assert torch.equal(decoder.decode(latents).sample, reference.decode(latents).sample)
+    weights = tmp_path / "fast_decoder" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="missing or truncated"):
+        load_fast_decoder(tmp_path / "fast_decoder")
