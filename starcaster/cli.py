@@ -56,7 +56,8 @@ def main(argv=None):
     ev.add_argument("--segments", type=int, default=2, help="segments of 16 frames per clip (20: the drift test)")
     ev.add_argument("--split", choices=("eval", "val"), default="eval",
                     help="eval: the held-out benchmark (report); val: development identities (for choosing)")
-    ev.add_argument("--compare", nargs="+", help="several checkpoint folders in one run (one table)")
+    ev.add_argument("--compare", nargs="+", metavar="[ROW=]FOLDER",
+                    help="several checkpoints in one run (one table); ROW=FOLDER names the row")
     ev.add_argument("--random-row", action="store_true", help="add the preset with random weights (chance)")
     ev.add_argument("--evaluators", help="folder of the evaluators (default: checkpoints/tiny/evaluators)")
     ev.add_argument("--json", help="write the results here")
@@ -108,6 +109,12 @@ def _common(p):
                         "(generate: sample with it; eval: add its rows)")
     p.add_argument("--low-memory", action="store_true",
                    help="sd15 on a smaller GPU: model CPU offload + VAE slicing (slower, a fraction of the memory)")
+
+
+def _compare_row(entry: str) -> tuple[str, str]:
+    """``"full=checkpoints/tiny"`` -> ("full", "checkpoints/tiny"); a bare folder or preset names its own row."""
+    row, sep, folder = entry.partition("=")
+    return (row, folder) if sep and row and folder else (entry, entry)
 
 
 def _fast_steps(p):
@@ -230,8 +237,8 @@ def _eval(args):
     unknown = set(tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {', '.join(TASKS)}.")
-    names = args.compare or [args.preset]
-    models = {str(name): _load(argparse.Namespace(**{**vars(args), "preset": name})) for name in names}
+    rows = dict(_compare_row(entry) for entry in args.compare or [args.preset])
+    models = {row: _load(argparse.Namespace(**{**vars(args), "preset": folder})) for row, folder in rows.items()}
     if args.random_row:
         models[f"{args.preset} (random weights)"] = _load(args, random_weights=True)
     samplers = {name: "quality" for name in models}

@@ -72,3 +72,15 @@ def test_low_memory_switch_slices_the_vae(tmp_path, speech, monkeypatch):
     out = tmp_path / "low.mp4"
     generate("--low-memory", "--task", "portrait", "--image", PORTRAIT, "--aligned", "--audio", speech, "--out", out)
     assert seen == [("cpu", True)] and probe(out)["num_frames"] == 30
+
+
+def test_eval_compare_names_its_rows(tmp_path):
+    """``--compare ROW=FOLDER``: each checkpoint's row under the given name, the baselines beside them."""
+    out = tmp_path / "eval.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(["eval", "--compare", "full=tiny", "tiny", "--tasks", "orbit", "--clips", "1", "--segments", "1",
+              "--steps", "1", "--device", "cpu", "--json", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    assert {"full", "tiny", "copy reference"} <= set(rows) and "full=tiny" not in rows
+    assert rows["full"]["orbit"] == rows["tiny"]["orbit"]  # same checkpoint, same clips, same seeds
