@@ -34,6 +34,8 @@ def main(argv=None):
                        help="build the preset's architecture with random weights, no files needed (speed only)")
     _common(bench)
     _fast_steps(bench)
+    bench.add_argument("--app-threads", type=int, nargs="+", metavar="N",
+                       help="also time the fast sampler as the demo runs it, in a worker thread, with N torch threads")
 
     tr = sub.add_parser("train", help="train one config, or a whole recipe (--recipe tiny) into a pipeline folder")
     tr.add_argument("config", nargs="?", help="a training config JSON (starcaster/training/configs/...)")
@@ -182,7 +184,8 @@ def _bench(args):
         raise FileNotFoundError(f"{e}\nTo time the architecture without its weights, add --random-weights.") from None
     report = run_benchmark(pipe, task=args.task, seconds=args.seconds, steps=args.steps or pipe.settings.steps,
                            guidance=args.guidance if args.guidance is not None else pipe.settings.guidance,
-                           naive=not args.no_naive, fast=pipe.has_fast_sampler, fast_steps=args.fast_steps)
+                           naive=not args.no_naive, fast=pipe.has_fast_sampler, fast_steps=args.fast_steps,
+                           app_threads=args.app_threads)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

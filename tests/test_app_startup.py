@@ -1,5 +1,6 @@
 """What ``python app.py`` prints at start-up on a Space (``GRADIO_CACHE_EXAMPLES=true``): no Gradio warning about
-example values and no Gradio cache folder (the app caches its own example videos), but where they are kept."""
+example values, no config warning from loading the model, and no Gradio cache folder (the app caches its own example
+videos), but where they are kept. And the torch threads it samples with on a CPU."""
 
 import os
 import socket
@@ -51,3 +52,34 @@ def test_start_up_names_the_apps_own_example_cache(startup_output):
 
     assert ".gradio" not in startup_output, startup_output  # Gradio's cache folder, which the app never uses
     assert f"Example videos are cached in {CACHE_ROOT}" in startup_output, startup_output
+
+
+def test_start_up_loads_the_model_without_config_warnings(startup_output):
+    assert "but are not expected" not in startup_output, startup_output  # diffusers on a config.json it does not take
+
+
+def test_app_samples_on_one_torch_thread_unless_told(monkeypatch):
+    import torch
+
+    import starcaster
+    from ui import model
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(model, "_pipeline_name", model._pipeline_name)  # restored afterwards, with _pipeline
+    monkeypatch.setattr(starcaster, "load_pipeline", lambda *a, **k: object())  # the load itself is not the point
+    monkeypatch.setattr(model, "on_gpu", lambda: False)
+    try:
+        for env, expected in ((None, 1), ("2", 2)):
+            monkeypatch.setattr(model, "_pipeline", None)
+            if env is None:
+                monkeypatch.delenv(model.THREADS_ENV, raising=False)
+            else:
+                monkeypatch.setenv(model.THREADS_ENV, env)
+            model.get_pipeline("tiny")
+            assert torch.get_num_threads() == expected
+        monkeypatch.setattr(model, "_pipeline", None)
+        monkeypatch.setenv(model.THREADS_ENV, "many")
+        with pytest.raises(ValueError, match=model.THREADS_ENV):
+            model.get_pipeline("tiny")
+    finally:
+        torch.set_num_threads(threads)

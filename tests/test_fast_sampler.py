@@ -1,6 +1,7 @@
 """The fast sampler (issue #12): the distilled model runs one UNet row per step (no CFG batch) and the tiny decoder
 decodes; its parts round-trip through a folder in the real formats; distillation and the decoder's training learn."""
 
+import threading
 import warnings
 
 import numpy as np
@@ -73,6 +74,7 @@ def test_bench_and_eval_give_a_fast_row_per_step_count(pipe, monkeypatch):
     from starcaster.eval.benchmark import format_report, run_benchmark
     from starcaster.eval.run import generate
 
+    student_forward = pipe.fast_model.forward
     student = counted(pipe.fast_model, "forward", monkeypatch)
     report = run_benchmark(pipe, seconds=0.2, steps=1, naive=False, warmup=False, fast=True, fast_steps=[1, 2])
     assert [r["sampler"] for r in report["results"]] == ["streaming", "fast-1", "fast-2"]
@@ -84,6 +86,14 @@ def test_bench_and_eval_give_a_fast_row_per_step_count(pipe, monkeypatch):
                              "audio": tone.astype(np.float32), "sample_rate": pipe.sample_rate})()
     student.clear()
     assert len(generate(pipe, "portrait", clip, 25, 3.0, 0, "fast", fast_steps=3)) == 5 and len(student) == 3
+
+    sampled_in = []  # --app-threads: the fast sampler in a worker thread, as the demo runs it, at that thread count
+    monkeypatch.setattr(pipe.fast_model, "forward", lambda *a, **k: sampled_in.append(
+        (threading.current_thread() is threading.main_thread(), torch.get_num_threads())) or student_forward(*a, **k))
+    threads = torch.get_num_threads()
+    report = run_benchmark(pipe, seconds=0.2, steps=1, naive=False, warmup=False, fast=True, app_threads=[2])
+    assert report["results"][-1]["sampler"] == "fast-app-2t" and report["app_threads"] == [2]
+    assert sampled_in[-2:] == [(False, 2)] * 2 and torch.get_num_threads() == threads  # restored afterwards
 
 
 def test_fast_parts_round_trip_through_a_folder(pipe, tmp_path):

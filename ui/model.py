@@ -12,6 +12,7 @@ import threading
 
 MODEL_ENV = "STARCASTER_MODEL"
 LOW_MEMORY_ENV = "STARCASTER_LOW_MEMORY"  # "1": model CPU offload + VAE slicing (sd15 on a smaller GPU)
+THREADS_ENV = "STARCASTER_TORCH_THREADS"  # torch's threads on a CPU; default 1, see cpu_threads()
 DEFAULT_MODEL = "tiny"
 
 # One queue slot for the model, shared by every tab: generations run one after another whatever tab they come from.
@@ -34,6 +35,25 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_threads() -> int:
+    """Torch threads for the app on a CPU: ``STARCASTER_TORCH_THREADS``, default 1.
+
+    The app never samples on the main thread (Gradio's handlers run in worker threads, the sampler in one more), and
+    there a second OpenMP thread costs more than it gives: ``python -m starcaster bench --fast --app-threads 2 1``
+    ran the Fast sampler in a worker thread at 1.04 s per segment on 2 threads and 0.70 s on 1, where the main thread
+    on 2 threads took 0.42 s (2-core box, docs/bench/tiny_cpu_fast_app_threads.json). The likely cause is that
+    each thread that calls into torch gets an OpenMP team of its own; once the teams hold more threads than there
+    are cores, their threads stop spin-waiting between the many small ops."""
+    value = os.environ.get(THREADS_ENV, "1")
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"{THREADS_ENV} must be a whole number of threads, 1 or more (got {value!r}).")
+    return threads
+
+
 def get_pipeline(name: str | None = None):
     """The shared pipeline, loading it on first use (thread-safe)."""
     global _pipeline, _pipeline_name
@@ -49,6 +69,8 @@ def get_pipeline(name: str | None = None):
             # On a GPU (ZeroGPU included: it wants the model placed on cuda at start-up) sample in bf16 there.
             gpu = on_gpu()
             dtype = torch.bfloat16 if gpu else None
+            if not gpu:  # before any torch work, so that no thread starts with more (new threads copy this count)
+                torch.set_num_threads(cpu_threads())
             if os.environ.get(LOW_MEMORY_ENV, "0") not in ("", "0"):
                 _pipeline = load_pipeline(name, dtype=dtype).enable_low_memory()
             else:

@@ -83,7 +83,21 @@ def bench_inputs(pipe, task: str, seconds: float, seed: int = 0):
     return kwargs
 
 
-def run_once(pipe, kwargs, steps, guidance, sampler, name: str) -> BenchResult:
+def run_once(pipe, kwargs, steps, guidance, sampler, name: str, worker_threads: int | None = None) -> BenchResult:
+    """One timed stream. ``worker_threads``: run it as the demo does, in a thread of its own (Gradio's handlers and
+    ``ui.streaming.SamplerAhead`` never sample on the main thread), with this many torch threads."""
+    if worker_threads is not None:
+        out = {}
+        before = torch.get_num_threads()
+        torch.set_num_threads(worker_threads)  # new threads start with this count (and the main thread takes it)
+        try:
+            worker = threading.Thread(target=lambda: out.update(r=run_once(pipe, kwargs, steps, guidance, sampler,
+                                                                           name)))
+            worker.start()
+            worker.join()
+        finally:
+            torch.set_num_threads(before)
+        return out["r"]
     device = pipe.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -110,10 +124,11 @@ def run_once(pipe, kwargs, steps, guidance, sampler, name: str) -> BenchResult:
 
 
 def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, naive=True, warmup=True,
-                  fast=False, fast_steps=None) -> dict:
+                  fast=False, fast_steps=None, app_threads=None) -> dict:
     """Time the streaming sampler, (optionally) the naive one and the fast sampler (distilled, no CFG, tiny decoder)
     at each of ``fast_steps`` (default: the model's ``settings.fast_steps``) on the same inputs; return results and
-    their ratios (``fast_speedup``: the first fast row's)."""
+    their ratios (``fast_speedup``: the first fast row's). ``app_threads``: the fast sampler again as the demo runs
+    it, in a worker thread, once per torch thread count given (rows ``fast-app-Nt``)."""
     kwargs = bench_inputs(pipe, task, seconds)
     fast_steps = list(fast_steps or [pipe.settings.fast_steps]) if fast else []
     if warmup:  # first calls pay for lazy initialisation (allocator, kernels); keep them out of the numbers
@@ -126,6 +141,8 @@ def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, n
                                 SamplerOptions(batch_cfg=False, cache_reference=False), "naive"))
     for n in fast_steps:
         results.append(run_once(pipe, kwargs, n, None, "fast", "fast" if len(fast_steps) == 1 else f"fast-{n}"))
+    app_rows = [run_once(pipe, kwargs, None, None, "fast", f"fast-app-{n}t", worker_threads=n)
+                for n in (app_threads or []) if fast]
     report = {
         "machine": machine_line(pipe.device),
         "preset": pipe.settings.preset,
@@ -144,6 +161,9 @@ def run_benchmark(pipe, task="portrait", seconds=1.28, steps=25, guidance=3.0, n
         report["fast_speedup"] = results[0].seconds / results[-len(fast_steps)].seconds
         if len(fast_steps) > 1:
             report["fast_speedups"] = {r.sampler: results[0].seconds / r.seconds for r in results[-len(fast_steps):]}
+    if app_rows:
+        report["results"] += [asdict(r) for r in app_rows]
+        report["app_threads"] = list(app_threads)
     return report
 
 
