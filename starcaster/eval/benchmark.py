@@ -88,16 +88,24 @@ def run_once(pipe, kwargs, steps, guidance, sampler, name: str, worker_threads: 
     ``ui.streaming.SamplerAhead`` never sample on the main thread), with this many torch threads."""
     if worker_threads is not None:
         out = {}
+
+        def work():
+            try:
+                out["result"] = run_once(pipe, kwargs, steps, guidance, sampler, name)
+            except BaseException as exc:  # noqa: BLE001  (raised again in the caller's thread)
+                out["error"] = exc
+
         before = torch.get_num_threads()
         torch.set_num_threads(worker_threads)  # new threads start with this count (and the main thread takes it)
         try:
-            worker = threading.Thread(target=lambda: out.update(r=run_once(pipe, kwargs, steps, guidance, sampler,
-                                                                           name)))
+            worker = threading.Thread(target=work)
             worker.start()
             worker.join()
         finally:
             torch.set_num_threads(before)
-        return out["r"]
+        if "error" in out:
+            raise out["error"]
+        return out["result"]
     device = pipe.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
