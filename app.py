@@ -14,11 +14,11 @@ from ui.model import MODEL_ENV  # noqa: F401  (imports ``spaces`` first when pre
 
 import gradio as gr  # noqa: E402
 
-from ui import camera_editor, capabilities, identity_tab, orbit_tab, portrait_tab  # noqa: E402
+from ui import camera_editor, capabilities, identity_tab, orbit_tab, portrait_tab, torch_thread  # noqa: E402
 from ui.errors import MAX_UPLOAD_SIZE  # noqa: E402
 from ui.example_cache import CACHE_ROOT  # noqa: E402
 from ui.inputs import operator_max_seconds  # noqa: E402
-from ui.model import MODEL_CONCURRENCY_ID, get_pipeline, model_name  # noqa: E402
+from ui.model import MODEL_CONCURRENCY_ID, get_pipeline, model_name, on_gpu  # noqa: E402
 from ui.queue_eta import position_only  # noqa: E402
 from ui.streaming import OUTPUT_ROOT  # noqa: E402
 
@@ -50,13 +50,23 @@ def build_demo() -> gr.Blocks:
 def launch(host: str = "127.0.0.1", port: int | None = None, *, block: bool = True) -> gr.Blocks:
     """Load the pipeline, build the demo and serve it; ``block=False`` returns at once (tests, notebooks)."""
     operator_max_seconds()  # a bad STARCASTER_MAX_SECONDS stops here, with its name, not in every request
+    sample_here = block and not on_gpu()
+    if sample_here:  # the main thread samples (ui/torch_thread.py says why); it loads the model too
+        torch_thread.claim()
     get_pipeline()  # the expensive part, once, before the first visitor arrives
     os.makedirs(OUTPUT_ROOT, exist_ok=True)
     demo = build_demo()
     if block:  # for the operator: Gradio's own example cache is off, the app keeps the example videos here
         print(f"* Example videos are cached in {CACHE_ROOT} (each made on its first click)")
     demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD_SIZE, allowed_paths=[OUTPUT_ROOT],
-                show_error=True, prevent_thread_lock=not block, quiet=not block)
+                show_error=True, prevent_thread_lock=not block or sample_here, quiet=not block)
+    if sample_here:  # Gradio serves from its own threads; this one now runs the visitors' sampling until Ctrl+C
+        try:
+            torch_thread.serve()
+        except KeyboardInterrupt:
+            print("Keyboard interruption in main thread... closing server.")
+        finally:
+            demo.close()
     return demo
 
 

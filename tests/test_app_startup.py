@@ -58,25 +58,33 @@ def test_start_up_loads_the_model_without_config_warnings(startup_output):
     assert "but are not expected" not in startup_output, startup_output  # diffusers on a config.json it does not take
 
 
-def test_app_samples_on_one_torch_thread_unless_told(monkeypatch):
+def test_app_threads_follow_where_it_samples_unless_told(monkeypatch):
+    """A worker thread samples on one torch thread; the claimed main thread (``python app.py``) on torch's default."""
     import torch
 
     import starcaster
-    from ui import model
+    from ui import model, torch_thread
 
     threads = torch.get_num_threads()
     monkeypatch.setattr(model, "_pipeline_name", model._pipeline_name)  # restored afterwards, with _pipeline
     monkeypatch.setattr(starcaster, "load_pipeline", lambda *a, **k: object())  # the load itself is not the point
     monkeypatch.setattr(model, "on_gpu", lambda: False)
+    torch.set_num_threads(2)  # torch's default on the 2-core box, whatever an earlier test left
     try:
-        for env, expected in ((None, 1), ("2", 2)):
+        for env, main, expected in ((None, False, 1), (None, True, 2), ("2", False, 2), ("1", True, 1)):
             monkeypatch.setattr(model, "_pipeline", None)
             if env is None:
                 monkeypatch.delenv(model.THREADS_ENV, raising=False)
             else:
                 monkeypatch.setenv(model.THREADS_ENV, env)
-            model.get_pipeline("tiny")
-            assert torch.get_num_threads() == expected
+            if main:
+                torch_thread.claim()
+            try:
+                model.get_pipeline("tiny")
+            finally:
+                torch_thread.release()
+            assert torch.get_num_threads() == expected, (env, main)
+            torch.set_num_threads(2)
         monkeypatch.setattr(model, "_pipeline", None)
         monkeypatch.setenv(model.THREADS_ENV, "many")
         with pytest.raises(ValueError, match=model.THREADS_ENV):

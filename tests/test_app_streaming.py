@@ -138,7 +138,7 @@ def test_the_sampler_runs_ahead_while_the_caller_is_busy_and_stops_when_closed()
     time.sleep(0.3)  # the caller encodes and sends segment 0 meanwhile
     assert sampled[:3] == [0, 1, 2] and len(sampled) == 3, "one segment waits, the next is being made"
     ahead.close()
-    assert stopped.is_set() and not ahead._thread.is_alive()
+    assert stopped.is_set() and ahead._job.done
     assert len(ahead.sampled_at) == len(sampled)
 
 

@@ -36,15 +36,19 @@ def on_gpu() -> bool:
 
 
 def cpu_threads() -> int:
-    """Torch threads for the app on a CPU: ``STARCASTER_TORCH_THREADS``, default 1.
+    """Torch threads for the app on a CPU: ``STARCASTER_TORCH_THREADS``, else torch's default (one per core) when the
+    main thread samples (``python app.py``: `torch_thread`), else 1.
 
-    The app never samples on the main thread (Gradio's handlers run in worker threads, the sampler in one more), and
-    there a second OpenMP thread costs more than it gives: ``python -m starcaster bench --fast --app-threads 2 1``
-    ran the Fast sampler in a worker thread at 1.04 s per segment on 2 threads and 0.70 s on 1, where the main thread
-    on 2 threads took 0.42 s (2-core box, docs/bench/tiny_cpu_fast_app_threads.json). The likely cause is that
-    each thread that calls into torch gets an OpenMP team of its own; once the teams hold more threads than there
-    are cores, their threads stop spin-waiting between the many small ops."""
-    value = os.environ.get(THREADS_ENV, "1")
+    Off the main thread a second OpenMP thread costs more than it gives: ``python -m starcaster bench --fast
+    --app-threads 2 1`` ran the Fast sampler in a worker thread at 1.04 s per segment on 2 threads and 0.70 s on 1,
+    where the main thread on 2 threads took 0.42 s (2-core box, docs/bench/tiny_cpu_fast_app_threads.json)."""
+    value = os.environ.get(THREADS_ENV)
+    if value is None:
+        import torch
+
+        from . import torch_thread
+
+        return torch.get_num_threads() if torch_thread.on_main_thread() else 1
     try:
         threads = int(value)
     except ValueError:

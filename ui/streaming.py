@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import torch_thread
+
 OUTPUT_ROOT = os.path.join(tempfile.gettempdir(), "starcaster-ui")
 # A run's folder (its chunks and mp4) is deleted as soon as the run ends: Gradio has copied every file it serves into
 # its own cache by then (and deletes those itself, ``delete_cache``). Folders a crash left behind, and the camera
@@ -77,7 +79,7 @@ def prune_outputs(max_age: float | None = None) -> None:
 
 
 class SamplerAhead:
-    """The sampler's segments, made in a thread of their own while the caller encodes and sends the previous ones.
+    """The sampler's segments, made on another thread while the caller encodes and sends the previous ones.
 
     Gradio asks a generator for its next value only once it has sent the last one (the chunk's encode, Gradio's
     ffprobe and mux, the browser's message), so a sampler run inside the handler idles through all of that; with Fast
@@ -95,8 +97,8 @@ class SamplerAhead:
         self._finished = False
         self._stop = threading.Event()
         self._ready = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._run, args=(start,), name="starcaster-sampler", daemon=True)
-        self._thread.start()
+        # On the main thread under ``python app.py`` (torch_thread.py says why), else in a thread of its own.
+        self._job = torch_thread.start(self._run, start, name="starcaster-sampler")
 
     def _run(self, start) -> None:
         segments = None
@@ -110,6 +112,8 @@ class SamplerAhead:
                 self._put(("end", None))
         except BaseException as exc:  # noqa: BLE001  (handed to the caller's thread, raised there)
             self._put(("error", exc))
+            if not isinstance(exc, Exception):
+                raise  # Ctrl+C on the main thread stops the app, not just this visitor's run
         finally:
             close = getattr(segments, "close", None)  # a generator ends here, in the thread that ran it
             if close is not None:
@@ -140,7 +144,7 @@ class SamplerAhead:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        self._job.join()
 
 
 # The first chunk waits for the lead the player needs, unless it would have to hold more than this much video or wait
