@@ -61,7 +61,8 @@ def test_stage_2_self_forcing_feeds_its_own_rollout(folder, monkeypatch):
     monkeypatch.setattr(stages, "denoise_segment", lambda *a, **k: rolled.append(real_denoise(*a, **k)) or rolled[-1])
     monkeypatch.setattr(stages, "model_output", lambda model, x, *a, **k: contexts.append(x[:, :, :2].clone())
                         or real_output(model, x, *a, **k))
-    task.loss(module, batch, torch.Generator().manual_seed(0))
+    self_forcing = torch.Generator().manual_seed(0)
+    task.loss(module, batch, self_forcing)
     truth = batch["latents"]
     assert len(rolled) == 1  # window 2: one rollout, then the trained segment
     trained_context = contexts[-1]
@@ -70,8 +71,11 @@ def test_stage_2_self_forcing_feeds_its_own_rollout(folder, monkeypatch):
 
     task.teacher_forcing = True  # the ablation: ground truth every segment, no rollout
     rolled.clear(), contexts.clear()
-    task.loss(module, batch, torch.Generator().manual_seed(0))
+    teacher = torch.Generator().manual_seed(0)
+    task.loss(module, batch, teacher)
     assert not rolled and torch.equal(contexts[-1], truth[:, :, 16:18])
+    # The ablation draws the same random numbers: its trained segment gets the full recipe's noise and timestep.
+    assert torch.equal(teacher.get_state(), self_forcing.get_state())
 
 
 def test_stage_2_first_segment_starts_as_inference_does(folder, monkeypatch):

@@ -228,14 +228,16 @@ class StageTask:
             # only its last n clean latents (detached) reach the trained segment, as Self-Forcing detaches its
             # context and Resampling Forcing makes its history without grad; only the last segment is in the loss.
             for _ in range(self.window - 1):
+                # Drawn either way: the ablation discards it, so that the trained segment's noise and timestep are
+                # the ones the full recipe draws for the same step (same seeds, same random numbers).
+                noise = torch.randn(latents[:, :, start:start + N].shape, generator=generator,
+                                    device=generator.device).to(latents)
                 if self.teacher_forcing:
                     context = latents[:, :, start + N - n:start + N]  # the ablation: ground-truth context
                 else:
                     with torch.no_grad():
                         cond = self._conditions(module, batch, start - n, start + N, id_tokens,
                                                 self._bank(module, batch, context, id_tokens))
-                        noise = torch.randn(latents[:, :, start:start + N].shape, generator=generator,
-                                            device=generator.device).to(latents)
                         rolled = denoise_segment(module.model, self.rollout_scheduler(), noise, cond, null, context,
                                                  self.rollout_steps, self.rollout_guidance)
                     context = rolled[:, :, -n:].detach()
