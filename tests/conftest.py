@@ -1,7 +1,39 @@
 """Shared fixtures."""
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def app_process(log: Path, argv: list[str], env: dict | None = None, timeout: float = 240):
+    """``python ARGV --port P`` from the repository root (the real ``python app.py``, not an in-process launch),
+    output in ``log``; yields the port once Gradio says it is serving, and stops the app afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, *argv, "--port", str(port)], cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    try:
+        deadline = time.monotonic() + timeout
+        while "Running on local URL" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the app did not start:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 @pytest.fixture(scope="module")

@@ -40,8 +40,8 @@ def cpu_threads() -> int:
     main thread samples (``python app.py``: `torch_thread`), else 1.
 
     Off the main thread a second OpenMP thread costs more than it gives: ``python -m starcaster bench --fast
-    --app-threads 2 1`` ran the Fast sampler in a worker thread at 1.04 s per segment on 2 threads and 0.70 s on 1,
-    where the main thread on 2 threads took 0.42 s (2-core box, docs/bench/tiny_cpu_fast_app_threads.json)."""
+    --app-threads 2 1`` ran the Fast sampler in a worker thread at 1.07 s per segment on 2 threads and 0.82 s on 1,
+    where the main thread on 2 threads took 0.52 s (2-core box, docs/bench/tiny_cpu_fast_app_threads.json)."""
     value = os.environ.get(THREADS_ENV)
     if value is None:
         import torch

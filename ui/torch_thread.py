@@ -5,8 +5,8 @@ gets a team of helper threads of its own, which outlives the region. The main th
 loading on, so a sampler in any other thread adds a second team. The likely cost: libgomp counts the threads of
 every team, and once they outnumber the cores its threads stop spin-waiting between regions and sleep, so the sampler
 (thousands of small ops per segment) pays a wake-up for each. Measured with the Fast sampler on the 2-core box
-(``bench --app-threads``, docs/bench/): 0.42 s per segment on the main thread, 0.70 s in a worker thread on one
-torch thread, 1.04 s on two.
+(``bench --fast --app-threads 2 1``, docs/bench/tiny_cpu_fast_app_threads.json): 0.52 s per segment on the main
+thread, 0.82 s in a worker thread on one torch thread, 1.07 s on two.
 
 `claim` (before the model loads) marks the main thread as the one that will sample; `serve` then runs the jobs that
 `start` queues, one at a time, until the app stops. Where nothing claimed the main thread of this process (tests,

@@ -8,16 +8,12 @@ is ``python app.py`` in a process of its own, as a visitor meets it: it samples 
 """
 
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import speech_wav
+from conftest import app_process, speech_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -33,7 +29,6 @@ FIRST_DATA_BOUND_S = 2.5
 # Chromium halts about 0.06 s before the buffered end (hls.js's maxBufferHole is 0.1 s): less lead than this is a stall.
 MIN_LEAD_S = 0.1
 VIDEO = "#portrait-video video"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 # ``python app.py`` itself, in a process of its own (it samples on its main thread: ui/torch_thread.py), with the
@@ -45,22 +40,8 @@ APP = ("import logging, sys; logging.basicConfig(level=logging.WARNING); "
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("app") / "app.log"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", APP, "--port", str(port)], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        deadline = time.monotonic() + 240
-        while "Running on local URL" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the app did not start:\n{log.read_text()}")
-            time.sleep(0.5)
+    with app_process(log, ["-c", APP]) as port:
         yield SimpleNamespace(local_url=f"http://127.0.0.1:{port}/", log=log)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 @pytest.fixture(scope="module")
