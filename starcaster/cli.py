@@ -46,11 +46,13 @@ def main(argv=None):
     tr.add_argument("--max-steps", type=int, help="cap every step at N optimizer steps (smoke run)")
     tr.add_argument("--report", action="store_true",
                     help="print the hours each step of OUT trained (from its logs) instead of training")
-    tr.add_argument("--ablation", choices=("no_lip", "teacher_forcing"),
-                    help="a paper ablation, branched from --base where it diverges and trained into --out")
+    tr.add_argument("--ablation", metavar="NAME",
+                    help="a branch of the recipe, made from --base where it diverges and trained into --out: the "
+                         "paper's ablations no_lip and teacher_forcing; full (stages 2-3 again from the same stage-1 "
+                         "export); lip_weight=W (stages 2-3 with the lip loss weighted W)")
     tr.add_argument("--base", help="with --ablation: the full recipe's folder (default checkpoints/tiny)")
     tr.add_argument("--branch-from", help="with --ablation: the saved divergence point when --base has moved on "
-                                          "(no_lip: a stage-1 state folder; teacher_forcing: a stage-1 starcaster/)")
+                                          "(no_lip: a stage-1 state folder; the others: a stage-1 starcaster/)")
 
     ev = sub.add_parser("eval", help="the synthetic benchmark: models and baselines on held-out identities")
     ev.add_argument("--tasks", default="portrait,identity,orbit")

@@ -29,6 +29,28 @@ def test_variants_change_only_the_ablated_setting():
         variant_configs("nope")
 
 
+def test_full_and_lip_weight_branches_rerun_stages_2_and_3_with_only_their_change():
+    full = {c.name: c for c in recipe_configs("tiny")}
+    rerun = {c.name: c for c in variant_configs("full")}
+    assert rerun == {name: full[name] for name in ("stage2", "stage3")}
+    weighted = {c.name: c for c in variant_configs("lip_weight=0.25")}
+    assert list(weighted) == ["stage2", "stage3"]
+    for name, config in weighted.items():
+        assert config.task_args == {**full[name].task_args, "lip_loss_weight": 0.25}
+        assert dataclasses.replace(config, task_args={}) == dataclasses.replace(full[name], task_args={})
+    for bad in ("lip_weight=-1", "lip_weight=nan", "lip_weight=inf", "lip_weight=a lot"):
+        with pytest.raises(ValueError, match="lip-loss weight|as a number"):
+            variant_configs(bad)
+
+
+@pytest.mark.parametrize("name", ["full", "lip_weight=0.5"])
+def test_stage_2_branches_start_from_the_stage_1_export(tmp_path, name):
+    base = fake_base(tmp_path / "base", stage1_done=True)
+    out = make_branch(name, base, tmp_path / "branch")
+    assert json.loads((out / "starcaster" / "config.json").read_text()) == {"stage": 1}
+    assert json.loads((out / "train" / "ablation.json").read_text())["variant"] == name
+
+
 def test_the_no_lip_branch_point_is_the_last_state_before_the_lip_loss():
     stage1 = {c.name: c for c in recipe_configs("tiny")}["stage1"]
     step = branch_state_step()
