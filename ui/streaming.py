@@ -185,6 +185,23 @@ def lead_met_at(buffered: float, remaining_frames: int, fps: float, rate: float 
     return buffered
 
 
+def start_reason(buffered: float, lead: float, met_at: float, wait: float) -> str | None:
+    """Why the first chunk goes out now, or None to hold on: its lead is met (``LEAD_MET``: playback will not catch
+    up), or the lead would mean holding more than ``MAX_LEAD_SECONDS`` of video or waiting more than
+    ``MAX_WAIT_SECONDS`` (``LEAD_CAPPED``, ``WAIT_CAPPED``: the sampler is too far behind real time on this machine
+    to stream without stalls at a bearable wait, so the stream shows progress and the player may run dry)."""
+    if buffered >= lead:
+        return LEAD_MET
+    if met_at > MAX_LEAD_SECONDS:
+        return LEAD_CAPPED
+    if wait > MAX_WAIT_SECONDS:
+        return WAIT_CAPPED
+    return None
+
+
+LEAD_MET, LEAD_CAPPED, WAIT_CAPPED = "lead met", "lead over the cap", "wait over the cap"
+
+
 @dataclass
 class StreamUpdate:
     """What one finished segment changes in the UI."""
@@ -235,9 +252,10 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
                 lead = lead_needed(remaining, seg.fps, rate, len(frames))
                 met_at = lead_met_at(buffered, remaining, seg.fps, rate, len(frames))
                 wait = (met_at - buffered) * seg.fps / rate if rate else math.inf
-                started = buffered >= lead or met_at > MAX_LEAD_SECONDS or wait > MAX_WAIT_SECONDS
+                reason = start_reason(buffered, lead, met_at, wait)
+                started = reason is not None
                 if started:
-                    start_info = (seg.index, rate, lead)
+                    start_info = (seg.index, rate, lead, reason)
             if streaming and (last or started and buffered >= min_chunk_seconds):
                 update.chunk = os.path.join(out_dir, f"chunk_{seg.index:04d}.mp4")
                 write_chunk(update.chunk, np.concatenate(pending_frames), seg.fps, np.concatenate(pending_audio),
@@ -250,8 +268,9 @@ def stream_segments(segments, out_dir: str, *, streaming: bool = True, min_chunk
         if arrived and logger.isEnabledFor(logging.DEBUG):
             steps = ", ".join(f"{b - a:.2f}" for a, b in zip(arrived, arrived[1:]))
             logger.debug("streamed %d segments, sampled %s s apart; first chunk %s", len(arrived), steps or "-",
-                         "after segment %d (pace %s frames/s, lead %.2f s)" % (
-                             start_info[0], f"{start_info[1]:.1f}" if start_info[1] else "?", start_info[2])
+                         "after segment %d (pace %s frames/s, lead %.2f s, %s)" % (
+                             start_info[0], f"{start_info[1]:.1f}" if start_info[1] else "?", start_info[2],
+                             start_info[3])
                          if start_info else "with the last segment")
         close = getattr(segments, "close", None)  # a generator: stops the sampler where it is
         if close is not None:
