@@ -124,3 +124,18 @@ def test_clip_pools_render_in_worker_processes_to_the_same_clips(tmp_path):
         assert torch.equal(getattr(serial, name), getattr(parallel, name)), name
     assert len({bytes(f.numpy()) for f in serial.frames[:, 0]}) == 6  # six different clips, not one repeated
     assert torch.equal(clip_pool(**args, workers=2, cache_dir=tmp_path).frames, serial.frames)  # read back
+
+
+def test_render_workers_follow_the_environment(monkeypatch):
+    """A machine with many cores (the GPU machine) sets STARCASTER_RENDER_WORKERS; a bad value is a clear error, not
+    a silent fallback to one worker."""
+    from starcaster.training.clip_pool import default_render_workers
+
+    monkeypatch.delenv("STARCASTER_RENDER_WORKERS", raising=False)
+    assert 1 <= default_render_workers() <= 4
+    monkeypatch.setenv("STARCASTER_RENDER_WORKERS", "12")
+    assert default_render_workers() == 12
+    for bad in ("0", "-3", "many"):
+        monkeypatch.setenv("STARCASTER_RENDER_WORKERS", bad)
+        with pytest.raises(ValueError, match="STARCASTER_RENDER_WORKERS"):
+            default_render_workers()
