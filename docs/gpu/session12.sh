@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# One lease of the lent H200 (session 11): the sd15 GPU bench of both samplers (issue #12), then the two branches of
+# One lease of the lent H200 (session 12): the sd15 GPU bench of both samplers (issue #12), then the two branches of
 # the teacher-forcing ablation (issue #11), `full` and `teacher_forcing`, trained side by side from the same stage-1
 # export, so that the pair differs only in self-forcing (same machine, same CUDA random streams).
 #
-#   bash docs/gpu/session11.sh start DEADLINE_S    # bench, pools, start both branches; pack at DEADLINE_S
-#   bash docs/gpu/session11.sh collect WAIT_S      # a follow-up call on the still-warm machine: wait, then pack
+#   bash docs/gpu/session12.sh start DEADLINE_S    # bench, pools, start both branches; pack at DEADLINE_S
+#   bash docs/gpu/session12.sh collect WAIT_S      # a follow-up call on the still-warm machine: wait, then pack
 #
 # Needs .whl (diffusers and peft wheels; the image has neither at our pins) and, in carry, the shipped frozen
 # components and checkpoints/ablations/stage1_rerun. What comes back lands in $OUT (at most 8 files).
