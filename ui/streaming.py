@@ -185,6 +185,10 @@ def lead_met_at(buffered: float, remaining_frames: int, fps: float, rate: float 
     return buffered
 
 
+# Why the first chunk went out (the stream's debug line names it; tests/e2e/test_fast_streaming.py reads it).
+LEAD_MET, LEAD_CAPPED, WAIT_CAPPED = "lead met", "lead over the cap", "wait over the cap"
+
+
 def start_reason(buffered: float, lead: float, met_at: float, wait: float) -> str | None:
     """Why the first chunk goes out now, or None to hold on: its lead is met (``LEAD_MET``: playback will not catch
     up), or the lead would mean holding more than ``MAX_LEAD_SECONDS`` of video or waiting more than
@@ -198,8 +202,6 @@ def start_reason(buffered: float, lead: float, met_at: float, wait: float) -> st
         return WAIT_CAPPED
     return None
 
-
-LEAD_MET, LEAD_CAPPED, WAIT_CAPPED = "lead met", "lead over the cap", "wait over the cap"
 
 
 @dataclass
