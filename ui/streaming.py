@@ -203,7 +203,6 @@ def start_reason(buffered: float, lead: float, met_at: float, wait: float) -> st
     return None
 
 
-
 @dataclass
 class StreamUpdate:
     """What one finished segment changes in the UI."""

@@ -121,8 +121,8 @@ def rendered_clips(data: SyntheticTalkingHeads, clips: int, workers: int | None 
 
 
 def default_render_workers() -> int:
-    """One per core, at most 4 (each holds a renderer's buffers), unless ``STARCASTER_RENDER_WORKERS`` says how many:
-    a 16-core GPU machine renders a stage's pool in under a minute with 12, where 4 leave the GPU waiting."""
+    """One per core, at most 4 (each holds a renderer's buffers), unless ``STARCASTER_RENDER_WORKERS`` says how many,
+    for a machine with many cores (a lent GPU machine has 16; docs/gpu/README.md has what its pools took)."""
     value = os.environ.get("STARCASTER_RENDER_WORKERS", "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
