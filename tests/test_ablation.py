@@ -114,3 +114,29 @@ def test_teacher_forcing_branch_starts_at_stage_2(tmp_path):
 def test_a_variant_runs_only_in_a_branch_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an ablation branch"):
         run_variant("no_lip", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["full", "teacher_forcing", "no_lip"])
+def test_shipped_ablation_exports_are_finished_and_match_the_shipped_model(name):
+    """Each committed ablation row is a finished export: the same tensors as the shipped model's (names and shapes,
+    so it loads into the same classes), its last stage done, and trained as the variant it says it is. A half-shipped
+    branch (stage 2's export, a missing camera stream) fails here, not in the eval an hour later."""
+    from safetensors import safe_open
+
+    from starcaster.presets import REPO_CHECKPOINTS
+
+    folder, shipped = REPO_CHECKPOINTS / "ablations" / name, REPO_CHECKPOINTS / "tiny" / "starcaster"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not in this checkout")
+    files = sorted(p.name for p in shipped.glob("*.safetensors"))
+    assert sorted(p.name for p in (folder / "starcaster").glob("*.safetensors")) == files
+    for file in files:
+        with safe_open(str(shipped / file), "pt") as ref, safe_open(str(folder / "starcaster" / file), "pt") as got:
+            assert set(got.keys()) == set(ref.keys()), file
+            for key in ref.keys():
+                assert got.get_slice(key).get_shape() == ref.get_slice(key).get_shape(), key
+    assert json.loads((folder / "starcaster" / "config.json").read_text()) == json.loads(
+        (shipped / "config.json").read_text())
+    assert json.loads((folder / "train" / "ablation.json").read_text())["variant"] == name
+    stage3 = {c.name: c for c in variant_configs(name)}["stage3"]
+    assert finished(folder / "train" / "stage3", stage3)
