@@ -126,8 +126,6 @@ def test_shipped_ablation_exports_are_finished_and_match_the_shipped_model(name)
     from starcaster.presets import REPO_CHECKPOINTS
 
     folder, shipped = REPO_CHECKPOINTS / "ablations" / name, REPO_CHECKPOINTS / "tiny" / "starcaster"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is not in this checkout")
     files = sorted(p.name for p in shipped.glob("*.safetensors"))
     assert sorted(p.name for p in (folder / "starcaster").glob("*.safetensors")) == files
     for file in files:
