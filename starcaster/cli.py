@@ -49,7 +49,8 @@ def main(argv=None):
     tr.add_argument("--ablation", metavar="NAME",
                     help="a branch of the recipe, made from --base where it diverges and trained into --out: the "
                          "paper's ablations no_lip and teacher_forcing; full (stages 2-3 again from the same stage-1 "
-                         "export); lip_weight=W (stages 2-3 with the lip loss weighted W)")
+                         "export); lip_weight=W (stages 2-3 with the lip loss weighted W); lip_weighted (from "
+                         "no_lip's branch point, stage 1's lip loss weighted and windowed as in stages 2-3)")
     tr.add_argument("--base", help="with --ablation: the full recipe's folder (default checkpoints/tiny)")
     tr.add_argument("--branch-from", help="with --ablation: the saved divergence point when --base has moved on "
                                           "(no_lip: a stage-1 state folder; the others: a stage-1 starcaster/)")

@@ -29,6 +29,19 @@ def test_variants_change_only_the_ablated_setting():
         variant_configs("nope")
 
 
+def test_lip_weighted_runs_stage_1_lip_loss_as_stages_2_and_3_do_and_branches_like_no_lip(tmp_path):
+    full = {c.name: c for c in recipe_configs("tiny")}
+    weighted = {c.name: c for c in variant_configs("lip_weighted")}
+    assert list(weighted) == ["stage1", "stage2", "stage3"]
+    lip_args = {k: full["stage2"].task_args[k] for k in ("lip_alpha_weighting", "lip_window")}
+    assert full["stage1"].task_args.get("lip_alpha_weighting") is None  # what the variant changes
+    assert weighted["stage1"].task_args == {**full["stage1"].task_args, **lip_args}
+    assert {n: weighted[n] for n in ("stage2", "stage3")} == {n: full[n] for n in ("stage2", "stage3")}
+    base = fake_base(tmp_path / "base", stage1_step=branch_state_step())
+    out = make_branch("lip_weighted", base, tmp_path / "lip_weighted")
+    assert (out / "train" / "stage1" / "states" / f"step-{branch_state_step():08d}" / "trainer_state.json").is_file()
+
+
 def test_full_and_lip_weight_branches_rerun_stages_2_and_3_with_only_their_change():
     full = {c.name: c for c in recipe_configs("tiny")}
     rerun = {c.name: c for c in variant_configs("full")}

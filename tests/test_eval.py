@@ -106,6 +106,35 @@ def test_runner_gives_baselines_and_models_the_same_clips(tmp_path):
         assert results["oracle"][task] == results["ground truth"][task]
     assert "warp (ellipsoid proxy)" in format_markdown(results) and (tmp_path / "orbit-oracle.png").is_file()
     assert results["copy reference"]["portrait"]["pose_std"]["mean"] == pytest.approx(0.0, abs=1e-4)
+    # Each clip's value is kept (for paired comparisons between rows), and the interval is their mean's.
+    for row in results.values():
+        for task, scores in row.items():
+            for name, ci in scores.items():
+                assert len(ci["clips"]) == 2, (row, task, name)
+                kept = [v for v in ci["clips"] if v is not None]
+                assert ci["n"] == len(kept) and (not kept or ci["mean"] == pytest.approx(np.mean(kept)))
+
+
+def test_long_clip_metrics_are_paired_per_clip():
+    """A clip whose second half freezes on the reference: the long test's per-clip ratio of late to early head
+    motion is 0 and its identity drift is the clip's own last-minus-first segment."""
+    from starcaster.conditioning.audio import MelAudioEncoder, clip_audio_features
+    from starcaster.eval.run import clip_metrics, eval_clips
+
+    evaluators = {"mouth": MouthRegressor(), "pose": PoseRegressor(), "sync": SyncNetwork(),
+                  "identity": __import__("starcaster.conditioning.identity", fromlist=["x"]).TinyFaceEncoder(
+                      embedding_dim=16, block_out_channels=(8, 16), norm_num_groups=4)}
+    for net in evaluators.values():
+        net.eval()
+    clip = eval_clips("portrait", 1, 0, 20)[0]
+    frozen = clip.frames.copy()
+    frozen[10:] = clip.reference
+    with torch.no_grad():
+        features = clip_audio_features(MelAudioEncoder(), clip.audio, len(clip.frames), clip.fps)
+        scores = clip_metrics("portrait", frozen, clip, evaluators, features, segment_frames=2)
+    assert scores["pose_std_first5"] > 0 and scores["pose_std_ratio"] == pytest.approx(0.0, abs=1e-4)
+    assert scores["identity_drift"] == pytest.approx(scores["identity_last_segment"] - scores["identity_first_segment"])
+    assert scores["identity_last_segment"] == pytest.approx(1.0, abs=1e-5)  # the reference itself
 
 
 def test_missing_evaluators_are_named(tmp_path):

@@ -3,7 +3,7 @@
 Held-out identities (``EVAL_IDS``), held-out utterances and held-out camera trajectories (the eval split draws its
 own clip seeds); the same K clips for every model given the same seed. Rows: ground truth (each evaluator's
 ceiling), copy-the-reference, for orbit a warp of the reference through a head-sized ellipsoid, then each model.
-Every number is a mean over clips with a 95% bootstrap interval.
+Every number is a mean over clips with a 95% bootstrap interval; each clip's own value is kept beside it.
 """
 
 from __future__ import annotations
@@ -95,6 +95,9 @@ def clip_metrics(task: str, frames: np.ndarray, clip, evaluators: dict, features
         five = 5 * segment_frames
         out["pose_std_first5"] = metrics.pose_std(evaluators["pose"], frames[:five])
         out["pose_std_last5"] = metrics.pose_std(evaluators["pose"], frames[-five:])
+        # The long floors are per clip, so they are taken per clip (paired), not as a ratio of two means.
+        out["identity_drift"] = out["identity_last_segment"] - out["identity_first_segment"]
+        out["pose_std_ratio"] = out["pose_std_last5"] / out["pose_std_first5"] if out["pose_std_first5"] > 0 else None
     return out
 
 
@@ -128,7 +131,12 @@ def evaluate(models: dict, evaluators: dict, tasks=TASKS, clips: int = 20, seed:
                 progress(task, index + 1, clips)
         for name, values in per_row.items():
             keys = values[0].keys()
-            results.setdefault(name, {})[task] = {k: metrics.bootstrap([v[k] for v in values], seed=seed) for k in keys}
+            # Each clip's value is kept beside the interval: rows are sampled on the same clips, so two rows can be
+            # compared clip by clip (a paired difference is much tighter than two overlapping intervals).
+            results.setdefault(name, {})[task] = {
+                k: metrics.bootstrap([v[k] for v in values], seed=seed) | {"clips": [_plain(v[k]) for v in values]}
+                for k in keys
+            }
     return results
 
 
@@ -145,6 +153,11 @@ def format_markdown(results: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _plain(value):
+    """A per-clip value as JSON keeps it: a float, or None where the metric is undefined (NaN, no motion)."""
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _cell(ci: dict) -> str:
