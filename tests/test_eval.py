@@ -135,6 +135,10 @@ def test_long_clip_metrics_are_paired_per_clip():
     assert scores["pose_std_first5"] > 0 and scores["pose_std_ratio"] == pytest.approx(0.0, abs=1e-4)
     assert scores["identity_drift"] == pytest.approx(scores["identity_last_segment"] - scores["identity_first_segment"])
     assert scores["identity_last_segment"] == pytest.approx(1.0, abs=1e-5)  # the reference itself
+    with torch.no_grad():
+        still = clip_metrics("portrait", np.repeat(clip.reference[None], 20, 0), clip, evaluators, features,
+                             segment_frames=2)
+    assert still["pose_std_ratio"] is None  # a still head has no late/early ratio (not noise over noise)
 
 
 def test_missing_evaluators_are_named(tmp_path):

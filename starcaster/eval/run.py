@@ -97,7 +97,9 @@ def clip_metrics(task: str, frames: np.ndarray, clip, evaluators: dict, features
         out["pose_std_last5"] = metrics.pose_std(evaluators["pose"], frames[-five:])
         # The long floors are per clip, so they are taken per clip (paired), not as a ratio of two means.
         out["identity_drift"] = out["identity_last_segment"] - out["identity_first_segment"]
-        out["pose_std_ratio"] = out["pose_std_last5"] / out["pose_std_first5"] if out["pose_std_first5"] > 0 else None
+        # Below a thousandth of a degree the head is still (a copied portrait reads ~1e-6): no ratio, not 0/0 noise.
+        still = out["pose_std_first5"] < 1e-3
+        out["pose_std_ratio"] = None if still else out["pose_std_last5"] / out["pose_std_first5"]
     return out
 
 
