@@ -46,24 +46,12 @@ def server(tmp_path_factory):
         yield SimpleNamespace(local_url=f"http://127.0.0.1:{port}/", log=log)
 
 
-def _niced(executable: str, folder) -> str:
-    """Chromium at the lowest CPU priority. A visitor's browser runs on the visitor's machine, not on the server's
-    two cores; on the test box it shares them, and at its normal priority it slowed the app's sampler 2-4x (1.4-2.4 s
-    a segment against 0.52-0.70 s in the bench). Niced, it still gets every cycle the server leaves idle, which at
-    128 px is plenty to decode and play; the server's own work (sampling, Gradio, the chunks' ffmpeg encodes) still
-    shares the cores as it does in production."""
-    wrapper = folder / "chromium-niced"
-    wrapper.write_text(f'#!/bin/sh\nexec nice -n 19 "{executable}" "$@"\n')
-    wrapper.chmod(0o755)
-    return str(wrapper)
-
-
 @pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
+def page(server):
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_niced(CHROMIUM, tmp_path_factory.mktemp("chromium")), args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
