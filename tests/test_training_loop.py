@@ -150,3 +150,14 @@ def test_training_hours_add_up_each_run_of_a_resumed_log(tmp_path):
             {"step": 200, "it_per_s": 0.5}, {"step": 300, "it_per_s": 0.5}]
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert training_hours(tmp_path) == {"stage1": pytest.approx(500 / 3600)}
+
+
+def test_a_state_cut_short_mid_save_is_not_resumed_from(tmp_path):
+    """_save writes trainer_state.json last: a step folder without it (a session ended during the save) is skipped."""
+    states = tmp_path / "states"
+    (states / "step-00000400").mkdir(parents=True)
+    (states / "step-00000400" / "trainer_state.json").write_text('{"step": 400}\n')
+    (states / "step-00000600").mkdir()  # accelerate's files half written, no trainer_state.json
+    assert latest_state(tmp_path).name == "step-00000400"
+    (states / "step-00000600" / "trainer_state.json").write_text('{"step": 600}\n')
+    assert latest_state(tmp_path).name == "step-00000600"

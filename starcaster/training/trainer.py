@@ -66,7 +66,8 @@ def finished(folder: Path, config: TrainConfig) -> bool:
 
 
 def latest_state(folder: Path) -> Path | None:
-    states = sorted((folder / STATE_DIR).glob("step-*"))
+    # trainer_state.json is written last (_save): a state without it is a save cut short (a session's end), skipped.
+    states = sorted(s for s in (folder / STATE_DIR).glob("step-*") if (s / "trainer_state.json").is_file())
     return states[-1] if states else None
 
 
