@@ -151,3 +151,50 @@ def test_shipped_ablation_exports_are_finished_and_match_the_shipped_model(name)
     assert json.loads((folder / "train" / "ablation.json").read_text())["variant"] == name
     stage3 = {c.name: c for c in variant_configs(name)}["stage3"]
     assert finished(folder / "train" / "stage3", stage3)
+
+
+def test_orbit_branches_change_only_stage_3(tmp_path):
+    full = {c.name: c for c in recipe_configs("tiny")}["stage3"]
+    (longer,) = variant_configs("stage3_long")
+    assert longer.steps == 2 * full.steps and dataclasses.replace(longer, steps=full.steps) == full
+    # constant after warm-up: the continued run's first half is the recipe's own stage 3
+    assert full.lr_schedule == "constant_with_warmup" and full.warmup_steps < full.steps
+    (camera,) = variant_configs("camera_lr10")
+    assert camera.task_args == {**full.task_args, "group_lr_scale": {"camera": 10}}
+    assert dataclasses.replace(camera, task_args={}) == dataclasses.replace(full, task_args={})
+
+
+def test_stage3_long_continues_the_last_stage_3_state_of_a_finished_run(tmp_path):
+    base = fake_base(tmp_path / "base", stage1_done=True)
+    (base / "starcaster" / "config.json").write_text('{"stage": 3}')
+    with pytest.raises(FileNotFoundError, match="no stage-3 state"):
+        make_branch("stage3_long", base, tmp_path / "none")
+    for step in (1400, 1500):
+        state = base / "train" / "stage3" / "states" / f"step-{step:08d}"
+        state.mkdir(parents=True)
+        (state / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (base / "train" / "stage3" / "states" / "step-00001600").mkdir()  # a save cut short: not continued from
+    out = make_branch("stage3_long", base, tmp_path / "long")
+    states = sorted(p.name for p in (out / "train" / "stage3" / "states").iterdir())
+    assert states == ["step-00001500"]
+    assert json.loads((out / "starcaster" / "config.json").read_text()) == {"stage": 3}
+    configs = {c.name: c for c in recipe_configs("tiny")}
+    assert finished(out / "train" / "stage1", configs["stage1"]) and finished(out / "train" / "stage2", configs["stage2"])
+    (longer,) = variant_configs("stage3_long")
+    assert not finished(out / "train" / "stage3", longer)  # so the trainer resumes at 1500 and runs to 3000
+
+
+def test_camera_lr10_starts_from_a_finished_stage_2_export(tmp_path):
+    base = fake_base(tmp_path / "base", stage1_done=True)
+    with pytest.raises(FileNotFoundError, match="has not finished stage 2"):
+        make_branch("camera_lr10", base, tmp_path / "early")
+    (base / "starcaster" / "config.json").write_text('{"stage": 2}')
+    (base / "train" / "stage2").mkdir(parents=True)
+    (base / "train" / "stage2" / "done.json").write_text(json.dumps({"steps": 1500}))
+    out = make_branch("camera_lr10", base, tmp_path / "camera")
+    assert json.loads((out / "starcaster" / "config.json").read_text()) == {"stage": 2}
+    configs = {c.name: c for c in recipe_configs("tiny")}
+    assert finished(out / "train" / "stage2", configs["stage2"]) and not (out / "train" / "stage3").exists()
+    (base / "train" / "stage3" / "states").mkdir(parents=True)
+    with pytest.raises(ValueError, match="started stage 3"):
+        make_branch("camera_lr10", base, tmp_path / "late")

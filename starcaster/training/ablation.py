@@ -11,6 +11,11 @@ ablation table's own full row, from the same stage-1 state as teacher forcing, a
 against the shipped model), and ``lip_weight=W`` runs them with the lip-reading loss weighted W instead of the
 paper's 1.0 (choosing the weight on the validation identities: the floors' identity gap, issue #11).
 ``lip_weighted`` branches where ``no_lip`` does and runs stage 1's lip loss the way stages 2 and 3 run theirs.
+
+Two stage-3 branches aim at the orbit floor (issue #11), each costing only stage 3: ``stage3_long`` continues a
+finished stage 3 from its last saved state to twice the recipe's steps (its learning rate is constant after warm-up,
+so the first half is the recipe's own run and the branch adds only the second), and ``camera_lr10`` re-runs stage 3
+from the stage-2 export with the new camera stream learning 10x faster than the groups it joins.
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ import dataclasses
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import TrainConfig, recipe_configs
 from .recipe import run_config
-from .trainer import DONE_FILE, STATE_DIR
+from .trainer import DONE_FILE, STATE_DIR, latest_state
 
 # Frozen, already-trained components every variant shares with its base folder.
 SHARED = ("vae", "face_encoder", "lip_reader", "unet", "text_encoder", "tokenizer", "evaluators")
@@ -35,7 +40,10 @@ class Variant:
     about: str
     steps: tuple  # the recipe steps the variant re-runs
     task_args: dict  # {step: task_args overrides}
-    branch: str  # "stage1-state": a stage-1 state before the lip loss; "stage1-export": stage 1's finished additions
+    # "stage1-state": a stage-1 state before the lip loss; "stage1-export" / "stage2-export": that stage's finished
+    # additions; "stage3-state": a finished stage 3's last state, to continue from
+    branch: str
+    config: dict = field(default_factory=dict)  # {step: config overrides outside task_args (steps)}
 
 
 VARIANTS = {
@@ -55,6 +63,11 @@ VARIANTS = {
     "lip_weighted": Variant("stage 1's lip-reading loss weighted by alpha-bar and decoded on the mouth window, as in "
                             "stages 2 and 3", ("stage1", "stage2", "stage3"),
                             {"stage1": {"lip_alpha_weighting": True, "lip_window": 8}}, "stage1-state"),
+    # Orbit candidates (issue #11: orbit PSNR 3.8 dB under its floor; stage 3's held-out loss still falling at its end).
+    "stage3_long": Variant("stage 3 continued to twice its steps", ("stage3",), {}, "stage3-state",
+                           config={"stage3": {"steps": 3000}}),
+    "camera_lr10": Variant("stage 3 with the camera stream's learning rate 10x the other groups'", ("stage3",),
+                           {"stage3": {"group_lr_scale": {"camera": 10}}}, "stage2-export"),
 }
 LIP_WEIGHT = "lip_weight="  # "lip_weight=0.25": stages 2 and 3 with that lip-loss weight (see lip_weight_variant)
 
@@ -62,7 +75,8 @@ LIP_WEIGHT = "lip_weight="  # "lip_weight=0.25": stages 2 and 3 with that lip-lo
 def variant_configs(name: str, recipe: str = "tiny") -> list[TrainConfig]:
     variant = _variant(name)
     configs = {c.name: c for c in recipe_configs(recipe)}
-    return [dataclasses.replace(configs[s], task_args={**configs[s].task_args, **variant.task_args.get(s, {})})
+    return [dataclasses.replace(configs[s], **variant.config.get(s, {}),
+                                task_args={**configs[s].task_args, **variant.task_args.get(s, {})})
             for s in variant.steps]
 
 
@@ -82,8 +96,9 @@ def make_branch(name: str, base: str | Path, out: str | Path, branch_from: str |
     """Make ``out`` a copy of ``base`` at the point where variant ``name`` diverges.
 
     ``branch_from`` is the divergence point when ``base`` has moved on: a stage-1 state folder (``no_lip``, default
-    ``base/train/stage1/states/step-<branch_state_step>``) or a stage-1 ``starcaster/`` export (``teacher_forcing``,
-    default ``base/starcaster`` with ``base/train/stage1/done.json``, i.e. a base that has not started stage 2).
+    ``base/train/stage1/states/step-<branch_state_step>``), a stage-K ``starcaster/`` export (``teacher_forcing``:
+    K = 1, ``camera_lr10``: K = 2; default ``base/starcaster`` with ``base/train/stageK/done.json``, i.e. a base that
+    has not started stage K + 1) or a stage-3 state folder (``stage3_long``, default the finished stage 3's last).
     """
     variant, base, out = _variant(name), Path(base), Path(out)
     if (out / "train").exists():
@@ -112,21 +127,52 @@ def make_branch(name: str, base: str | Path, out: str | Path, branch_from: str |
         metrics = base / "train" / "stage1" / "metrics.jsonl"
         if metrics.is_file():  # the shared history; the trainer drops lines past the state on resume
             shutil.copy2(metrics, train / "stage1" / "metrics.jsonl")
+    elif variant.branch == "stage3-state":
+        _continue_stage3(base, train, out, branch_from, recipe)
     else:
-        export = Path(branch_from) if branch_from else base / "starcaster"
-        done = base / "train" / "stage1" / DONE_FILE
-        if not (export / "config.json").is_file() and not any(export.glob("*.safetensors")):
-            raise FileNotFoundError(f"no stage-1 additions at {export}.")
-        if branch_from is None and (base / "train" / "stage2" / STATE_DIR).is_dir():
-            raise ValueError(f"{base} has started stage 2, so its starcaster/ is no longer stage 1's: give the "
-                             f"saved stage-1 export as branch_from.")
-        shutil.copytree(export, out / "starcaster")
-        (train / "stage1").mkdir(parents=True)
-        (train / "stage1" / DONE_FILE).write_text(done.read_text() if done.is_file() else json.dumps(
-            {"steps": _step_config(recipe, "stage1").steps, "branched": str(export)}))
+        _from_export(int(variant.branch[len("stage")]), base, train, out, branch_from, recipe)
     (train / "ablation.json").write_text(json.dumps({"variant": name, "about": variant.about, "base": str(base),
                                                      "branch_from": str(branch_from or "")}, indent=2) + "\n")
     return out
+
+
+def _from_export(stage: int, base: Path, train: Path, out: Path, branch_from, recipe: str) -> None:
+    """Stage ``stage``'s finished additions as the branch's starting point, stages up to it marked done."""
+    export = Path(branch_from) if branch_from else base / "starcaster"
+    if not (export / "config.json").is_file() and not any(export.glob("*.safetensors")):
+        raise FileNotFoundError(f"no stage-{stage} additions at {export}.")
+    if branch_from is None and (base / "train" / f"stage{stage + 1}" / STATE_DIR).is_dir():
+        raise ValueError(f"{base} has started stage {stage + 1}, so its starcaster/ is no longer stage {stage}'s: "
+                         f"give the saved stage-{stage} export as branch_from.")
+    if branch_from is None and not (base / "train" / f"stage{stage}" / DONE_FILE).is_file() and stage > 1:
+        raise FileNotFoundError(f"{base} has not finished stage {stage}: its starcaster/ is not stage {stage}'s.")
+    shutil.copytree(export, out / "starcaster")
+    _mark_done(range(1, stage + 1), base, train, recipe, str(export))
+
+
+def _continue_stage3(base: Path, train: Path, out: Path, branch_from, recipe: str) -> None:
+    """A finished stage 3's last state (weights, optimizer, schedule) and export, to train on from."""
+    state = Path(branch_from) if branch_from else latest_state(base / "train" / "stage3")
+    if state is None or not (state / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"no stage-3 state at {state or base / 'train' / 'stage3' / STATE_DIR}: stage3_long "
+                                f"continues a stage 3 whose states are kept (a training folder, not a shipped one).")
+    if not (base / "starcaster" / "config.json").is_file():
+        raise FileNotFoundError(f"no additions at {base / 'starcaster'}: stage3_long needs the base's export too "
+                                f"(the groups stage 3 does not train, e.g. audio, load from it).")
+    shutil.copytree(state, train / "stage3" / STATE_DIR / state.name)
+    metrics = base / "train" / "stage3" / "metrics.jsonl"
+    if metrics.is_file():
+        shutil.copy2(metrics, train / "stage3" / "metrics.jsonl")
+    shutil.copytree(base / "starcaster", out / "starcaster")
+    _mark_done((1, 2), base, train, recipe, str(base / "starcaster"))
+
+
+def _mark_done(stages, base: Path, train: Path, recipe: str, branched: str) -> None:
+    for stage in stages:
+        done = base / "train" / f"stage{stage}" / DONE_FILE
+        (train / f"stage{stage}").mkdir(parents=True, exist_ok=True)
+        (train / f"stage{stage}" / DONE_FILE).write_text(done.read_text() if done.is_file() else json.dumps(
+            {"steps": _step_config(recipe, f"stage{stage}").steps, "branched": branched}))
 
 
 def run_variant(name: str, out: str | Path, max_steps: int | None = None, progress: bool = True,
