@@ -10,10 +10,8 @@ import numpy as np
 d = json.load(open(sys.argv[1]))["results"]
 a, b = sys.argv[2], sys.argv[3]
 rng = np.random.default_rng(0)
-for task in d[b]:
+for task in (t for t in d[b] if t in d[a]):  # tasks both rows were run on
     for metric, v in d[b][task].items():
-        if task not in d[a]:
-            continue
         ca, cb = d[a][task].get(metric, {}).get("clips"), v.get("clips")
         if not ca or not cb:
             print(f"{task:9s} {metric:24s} {d[a][task].get(metric,{}).get('mean')} -> {v.get('mean')}")
