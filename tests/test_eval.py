@@ -58,6 +58,20 @@ def test_view_scores_and_warp_baseline_on_true_renders():
     assert np.abs(same[0].astype(int) - clip.reference).mean() < 1.0  # from the input camera the warp is identity
 
 
+def test_view_error_is_the_mean_absolute_pose_difference():
+    """A hand-made 'pose regressor' reading yaw from brightness: the error is the brightness gap, in its degrees."""
+
+    class Brightness(torch.nn.Module):
+        def forward(self, x):  # x in [-1, 1]: yaw = 10 x mean brightness, pitch = roll = 0
+            return torch.stack([10 * x.mean((1, 2, 3)), 0 * x[:, 0, 0, 0], 0 * x[:, 0, 0, 0]], 1)
+
+    truth = np.zeros((4, 16, 16, 3), np.uint8)
+    turned = truth.copy()
+    turned[2:] = 255  # two of four frames at the other extreme of [-1, 1]: yaw 20 apart there, 0 elsewhere
+    assert metrics.view_error(Brightness(), truth, truth) == 0.0
+    assert metrics.view_error(Brightness(), turned, truth) == pytest.approx(2 * 20 / (4 * 3), rel=1e-4)
+
+
 def test_sync_scores_prefer_aligned_audio_for_a_network_that_reads_it():
     """A hand-made 'sync network' that embeds mouth brightness and audio loudness the same way: aligned audio is
     closest at offset 0, so LSE-D is lower and LSE-C higher than for shuffled audio."""

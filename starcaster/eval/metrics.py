@@ -93,8 +93,20 @@ def identity_similarity(embedder, frames: np.ndarray, reference: np.ndarray) -> 
 
 
 @torch.no_grad()
+def apparent_poses(pose_net, frames: np.ndarray) -> np.ndarray:
+    """(T, 3) apparent head pose read from the frames (degrees: yaw, pitch, roll relative to the camera)."""
+    x = to_model_range(torch.from_numpy(frames).permute(0, 3, 1, 2))
+    return torch.cat([pose_net(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
+
+
+def view_error(pose_net, generated: np.ndarray, truth: np.ndarray) -> float:
+    """Mean absolute difference of the apparent pose read from generated and true frames (degrees, over yaw, pitch
+    and roll): whether the head is seen from where the camera is. PSNR mixes this with blur and texture; a head that
+    stays frontal while the camera orbits scores about the orbit's own angle here, whatever its sharpness."""
+    return float(np.abs(apparent_poses(pose_net, generated) - apparent_poses(pose_net, truth)).mean())
+
+
+@torch.no_grad()
 def pose_std(pose_net, frames: np.ndarray) -> float:
     """Standard deviation over time of the apparent head pose (degrees, mean over yaw, pitch, roll)."""
-    x = to_model_range(torch.from_numpy(frames).permute(0, 3, 1, 2))
-    pose = torch.cat([pose_net(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
-    return float(pose.std(0).mean())
+    return float(apparent_poses(pose_net, frames).std(0).mean())

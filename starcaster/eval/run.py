@@ -86,6 +86,7 @@ def clip_metrics(task: str, frames: np.ndarray, clip, evaluators: dict, features
     out["identity_first_segment"], out["identity_last_segment"] = float(segments[0]), float(segments[-1])
     if task == "orbit":
         out |= metrics.view_scores(frames, clip.frames, clip.mouth_xy)
+        out["view_error"] = metrics.view_error(evaluators["pose"], frames, clip.frames)
         return out
     opening = metrics.mouth_opening(evaluators["mouth"], frames, clip.mouth_xy)
     out["lip_r"], out["lip_offset"] = metrics.lagged_correlation(opening, clip.mouth[:, 0])
