@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from starcaster.training.ablation import SHARED, branch_state_step, make_branch, run_variant, variant_configs
+from starcaster.training.ablation import (
+    SHARED,
+    VARIANTS,
+    branch_state_step,
+    make_branch,
+    run_variant,
+    variant_configs,
+)
 from starcaster.training.config import recipe_configs
 from starcaster.training.trainer import finished
 
@@ -162,6 +169,10 @@ def test_orbit_branches_change_only_stage_3(tmp_path):
     (camera,) = variant_configs("camera_lr10")
     assert camera.task_args == {**full.task_args, "group_lr_scale": {"camera": 10}}
     assert dataclasses.replace(camera, task_args={}) == dataclasses.replace(full, task_args={})
+    (first,) = variant_configs("camera_first")
+    assert first.task_args == {**camera.task_args, "orbit_first_segment_probability": 0.75}
+    assert dataclasses.replace(first, task_args={}) == dataclasses.replace(full, task_args={})
+    assert VARIANTS["camera_first"].branch == VARIANTS["camera_lr10"].branch == "stage2-export"
 
 
 def test_stage3_long_continues_the_last_stage_3_state_of_a_finished_run(tmp_path):

@@ -179,6 +179,40 @@ def test_stage_3_rehearses_talking_clips_among_its_orbits(folder):
         build_task(stage_config(2, talk_fraction=0.5), folder, folder / "cache")
 
 
+def test_orbit_batches_take_their_own_first_segment_probability(folder):
+    """orbit_first_segment_probability starts orbit batches as inference does, talking batches keep theirs, and every
+    other draw (which clips, talk or orbit) stays the recipe's."""
+    args = dict(talk_fraction=0.5, first_segment_probability=0.0)
+    recipe = build_task(stage_config(3, **args), folder, folder / "cache")
+    first = build_task(stage_config(3, orbit_first_segment_probability=1.0, **args), folder, folder / "cache")
+    for step in range(12):
+        a, b = recipe.batch(step, 0, "cpu"), first.batch(step, 0, "cpu")
+        assert a["talk"] == b["talk"] and torch.equal(a["latents"], b["latents"])
+        assert not a["first_segment"] and b["first_segment"] == (not b["talk"])
+    with pytest.raises(ValueError, match="stage 3"):
+        build_task(stage_config(2, orbit_first_segment_probability=1.0), folder, folder / "cache")
+
+
+def test_stage_3_validation_says_whether_the_camera_steers(folder, tmp_path):
+    """The first segment's held-out loss with another clip's cameras: equal to the true cameras' for a model whose
+    camera stream is silent (zero V projections, as initialised), different once the stream adds something."""
+    task = build_task(stage_config(3, first_segment_probability=0.0, eval_clips=2), folder, folder / "cache")
+    task.synthetic = False  # no sample video: only the numbers
+    module = task.trainable()  # the folder may hold another test's trained additions: silence the camera first
+    camera_v = [p for n, p in module.model.named_parameters() if ".streams.to_v.camera." in n]
+    with torch.no_grad():
+        for p in camera_v:
+            p.zero_()
+    logs = task.validate(module, 0, tmp_path)
+    assert logs["heldout_first_segment"] == logs["heldout_first_segment_other_camera"]  # exactly: V is zero
+    assert logs["heldout_first_segment"] != pytest.approx(logs["heldout_diffusion"], abs=1e-7)  # other context
+    with torch.no_grad():
+        for p in camera_v:
+            p.normal_(0, 0.5)
+    logs = task.validate(module, 0, tmp_path)
+    assert abs(logs["heldout_first_segment"] - logs["heldout_first_segment_other_camera"]) > 1e-6
+
+
 def test_group_lr_scale_gives_one_stream_its_own_learning_rate(folder, tmp_path):
     """Stage 3's camera stream at 10x the shared rate: its parameters take 10x larger first Adam steps (Adam's first
     step is about lr * sign(grad)), while the groups it joins keep the config's rate."""

@@ -15,7 +15,8 @@ paper's 1.0 (choosing the weight on the validation identities: the floors' ident
 Two stage-3 branches aim at the orbit floor (issue #11), each costing only stage 3: ``stage3_long`` continues a
 finished stage 3 from its last saved state to twice the recipe's steps (its learning rate is constant after warm-up,
 so the first half is the recipe's own run and the branch adds only the second), and ``camera_lr10`` re-runs stage 3
-from the stage-2 export with the new camera stream learning 10x faster than the groups it joins.
+from the stage-2 export with the new camera stream learning 10x faster than the groups it joins; ``camera_first``
+adds, to that, 3 in 4 orbit batches that begin as inference does, where only the camera can say the view.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ VARIANTS = {
                            config={"stage3": {"steps": 3000}}),
     "camera_lr10": Variant("stage 3 with the camera stream's learning rate 10x the other groups'", ("stage3",),
                            {"stage3": {"group_lr_scale": {"camera": 10}}}, "stage2-export"),
+    # The recipe's model ignores the camera (an orbit sampled along its path reversed differs by 0.4 of 255 per
+    # pixel): 3 in 4 of stage 3's orbit batches continue a segment, whose view the context frames already show, so
+    # the camera is needed in about 1 batch in 8. This one starts 3 in 4 orbit batches as inference does.
+    "camera_first": Variant("stage 3 with camera_lr10's learning rates and 3 in 4 orbit batches beginning as inference "
+                            "does (the portrait as context, the view from the camera alone)", ("stage3",),
+                            {"stage3": {"group_lr_scale": {"camera": 10}, "orbit_first_segment_probability": 0.75}},
+                            "stage2-export"),
 }
 LIP_WEIGHT = "lip_weight="  # "lip_weight=0.25": stages 2 and 3 with that lip-loss weight (see lip_weight_variant)
 

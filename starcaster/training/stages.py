@@ -23,7 +23,11 @@
 Every stage drops conditions for CFG through `autoregression.drop_streams`, the function the sampler uses for the
 unconditional row, and reads audio features made by `clip_audio_features`, the function inference uses. With
 ``first_segment_probability`` a sequence starts as inference does: the reference portrait as context (seen from the
-input camera), the portrait banked once with its log-count.
+input camera), the portrait banked once with its log-count. In stage 3 that is where the camera is needed most: a
+continued segment can read the view off its context frames, a first one has only the camera to turn the portrait
+by. ``orbit_first_segment_probability`` sets it for orbit batches alone (default: ``first_segment_probability``), and
+validation logs the first segment's held-out loss with the clip's own cameras and with another clip's: a gap of zero
+means the camera stream is not steering.
 """
 
 from __future__ import annotations
@@ -91,7 +95,8 @@ class StageTask:
                  dropout: float = 0.1, snr_gamma: float = 5.0, lip_loss_from: int | None = None,
                  lip_loss_weight: float = 1.0, lip_frames: int = 8, lip_window: int | None = None,
                  lip_alpha_weighting: bool = False, talk_fraction: float = 0.0, preset: str = "tiny",
-                 data: str | None = None, talk_data: str | None = None, group_lr_scale: dict | None = None):
+                 data: str | None = None, talk_data: str | None = None, group_lr_scale: dict | None = None,
+                 orbit_first_segment_probability: float | None = None):
         if stage not in STAGE_GROUPS:
             raise ValueError(f"stage must be one of {sorted(STAGE_GROUPS)}, got {stage}")
         self.config, self.folder, self.stage = config, Path(pipeline_folder), stage
@@ -103,6 +108,10 @@ class StageTask:
         self.window, self.teacher_forcing = window if stage > 1 else 1, teacher_forcing
         self.rollout_steps, self.rollout_guidance = rollout_steps, rollout_guidance
         self.first_probability = first_segment_probability if stage > 1 else 0.0
+        if orbit_first_segment_probability is not None and stage != 3:
+            raise ValueError(f"orbit_first_segment_probability is for stage 3's orbits; stage {stage} has none.")
+        self.orbit_first_probability = (self.first_probability if orbit_first_segment_probability is None
+                                        else orbit_first_segment_probability)
         self.dropout, self.snr_gamma = dropout, snr_gamma
         if talk_fraction and stage != 3:
             raise ValueError(f"talk_fraction mixes talking clips into stage 3's orbits; stage {stage} only talks.")
@@ -188,7 +197,9 @@ class StageTask:
         if self.lip_reader is not None and talk:
             batch["lip_truth"] = pool.lip_truth[index].to(device)
             batch["lip_start"] = int(rng.integers(0, self.N - self.lip_frames + 1))
-        batch["first_segment"] = bool(rng.random() < self.first_probability)
+        # One draw either way, so a different probability keeps every other random number of the recipe's run.
+        first = self.first_probability if talk else self.orbit_first_probability
+        batch["first_segment"] = bool(rng.random() < first)
         batch["step"] = step
         return batch
 
@@ -292,17 +303,27 @@ class StageTask:
     def validate(self, module, step, folder) -> dict:
         """Held-out diffusion loss at fixed noise and timesteps (comparable from one validation to the next)."""
         logs = {"heldout_diffusion": self._heldout(module, self.eval_pool, talk=self.stage < 3)}
+        if self.stage == 3:  # does the camera stream steer? the first segment's loss, true cameras vs another clip's
+            logs["heldout_first_segment"] = self._heldout(module, self.eval_pool, talk=False, first=True)
+            logs["heldout_first_segment_other_camera"] = self._heldout(module, self.eval_pool, talk=False, first=True,
+                                                                       camera_shift=1)
         if self.talk_fraction:  # what stage 3 must not forget, on stage 2's held-out clips
             logs["heldout_diffusion_talk"] = self._heldout(module, self.talk_eval_pool, talk=True)
         if self.synthetic:
             self.sample_video(module, Path(folder), step)
         return logs
 
-    def _heldout(self, module, pool, talk: bool) -> float:
+    def _heldout(self, module, pool, talk: bool, first: bool = False, camera_shift: int = 0) -> float:
+        """Mean held-out loss; ``first``: each clip begins as inference does (the portrait as context), so its view
+        comes from the camera alone; ``camera_shift``: clip i gets clip i + shift's cameras (a camera-blind model
+        scores the same with them)."""
         losses = []
         for i in range(len(pool)):
             batch = {k: v.to(module.model.device) for k, v in pool.take(torch.tensor([i])).items() if k != "frames"}
-            batch.update(first_segment=False, step=-1, talk=talk)
+            if camera_shift:
+                batch["cameras"] = pool.take(torch.tensor([(i + camera_shift) % len(pool)]))["cameras"].to(
+                    module.model.device)
+            batch.update(first_segment=first, step=-1, talk=talk)
             generator = torch.Generator(module.model.device).manual_seed(i)
             losses.append(float(self.compute_loss(module, batch, generator, training=False)[0]))
         return sum(losses) / len(losses)
