@@ -173,6 +173,10 @@ def test_orbit_branches_change_only_stage_3(tmp_path):
     assert first.task_args == {**camera.task_args, "orbit_first_segment_probability": 0.75}
     assert dataclasses.replace(first, task_args={}) == dataclasses.replace(full, task_args={})
     assert VARIANTS["camera_first"].branch == VARIANTS["camera_lr10"].branch == "stage2-export"
+    (alone,) = variant_configs("camera_alone")
+    assert alone.task_args["train_groups"] == ["camera"] and alone.task_args["talk_fraction"] == 0.0
+    assert alone.task_args["orbit_first_segment_probability"] == 1.0 and alone.steps < full.steps
+    assert VARIANTS["camera_alone"].branch == "stage2-export"
 
 
 def test_stage3_long_continues_the_last_stage_3_state_of_a_finished_run(tmp_path):

@@ -213,6 +213,23 @@ def test_stage_3_validation_says_whether_the_camera_steers(folder, tmp_path):
     assert abs(logs["heldout_first_segment"] - logs["heldout_first_segment_other_camera"]) > 1e-6
 
 
+def test_train_groups_trains_a_subset_of_the_stage_and_freezes_the_rest(folder):
+    """train_groups=["camera"]: only the camera stream is handed to the optimizer and has gradients; a group the stage
+    does not train, or none at all, is refused."""
+    task = build_task(stage_config(3, train_groups=["camera"], first_segment_probability=1.0), folder, folder / "cache")
+    module = task.trainable()
+    assert [g["name"] for g in task.parameter_groups(module)] == ["camera"]
+    loss, _ = task.loss(module, task.batch(0, 0, "cpu"), torch.Generator().manual_seed(0))
+    loss.backward()
+    moved = {adapter_group(n) for n, p in module.model.named_parameters()
+             if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved == {"camera"}
+    with pytest.raises(ValueError, match="audio"):
+        build_task(stage_config(3, train_groups=["camera", "audio"]), folder, folder / "cache")
+    with pytest.raises(ValueError, match="empty"):
+        build_task(stage_config(3, train_groups=[]), folder, folder / "cache")
+
+
 def test_group_lr_scale_gives_one_stream_its_own_learning_rate(folder, tmp_path):
     """Stage 3's camera stream at 10x the shared rate: its parameters take 10x larger first Adam steps (Adam's first
     step is about lr * sign(grad)), while the groups it joins keep the config's rate."""

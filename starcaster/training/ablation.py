@@ -16,7 +16,8 @@ Two stage-3 branches aim at the orbit floor (issue #11), each costing only stage
 finished stage 3 from its last saved state to twice the recipe's steps (its learning rate is constant after warm-up,
 so the first half is the recipe's own run and the branch adds only the second), and ``camera_lr10`` re-runs stage 3
 from the stage-2 export with the new camera stream learning 10x faster than the groups it joins; ``camera_first``
-adds, to that, 3 in 4 orbit batches that begin as inference does, where only the camera can say the view.
+adds, to that, 3 in 4 orbit batches that begin as inference does, where only the camera can say the view;
+``camera_alone`` trains the camera stream by itself on such batches (a probe of whether it can learn to steer).
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ VARIANTS = {
                             "does (the portrait as context, the view from the camera alone)", ("stage3",),
                             {"stage3": {"group_lr_scale": {"camera": 10}, "orbit_first_segment_probability": 0.75}},
                             "stage2-export"),
+    # A probe, not a recipe: the camera stream alone (everything else frozen, so copying the portrait cannot get any
+    # better and only the camera can lower the loss), on orbit first segments only, 500 steps. Its export is a
+    # stage-2 export with a trained camera, from which camera_lr10 / camera_first can run the rest of stage 3.
+    "camera_alone": Variant("the camera stream alone, trained on orbit first segments (the other groups frozen)",
+                            ("stage3",), {"stage3": {"train_groups": ["camera"], "group_lr_scale": {"camera": 10},
+                                                     "orbit_first_segment_probability": 1.0, "talk_fraction": 0.0}},
+                            "stage2-export", config={"stage3": {"steps": 500, "validate_every": 250}}),
 }
 LIP_WEIGHT = "lip_weight="  # "lip_weight=0.25": stages 2 and 3 with that lip-loss weight (see lip_weight_variant)
 

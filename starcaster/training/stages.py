@@ -96,14 +96,20 @@ class StageTask:
                  lip_loss_weight: float = 1.0, lip_frames: int = 8, lip_window: int | None = None,
                  lip_alpha_weighting: bool = False, talk_fraction: float = 0.0, preset: str = "tiny",
                  data: str | None = None, talk_data: str | None = None, group_lr_scale: dict | None = None,
-                 orbit_first_segment_probability: float | None = None):
+                 orbit_first_segment_probability: float | None = None, train_groups: list | None = None):
         if stage not in STAGE_GROUPS:
             raise ValueError(f"stage must be one of {sorted(STAGE_GROUPS)}, got {stage}")
         self.config, self.folder, self.stage = config, Path(pipeline_folder), stage
-        unknown = set(group_lr_scale or {}) - set(STAGE_GROUPS[stage])
-        if unknown:
-            raise ValueError(f"group_lr_scale names {sorted(unknown)}, which stage {stage} does not train "
-                             f"(it trains {sorted(STAGE_GROUPS[stage])}).")
+        # train_groups: a subset of the stage's additions, the rest frozen (e.g. the camera stream alone, so that only
+        # it can lower the loss); None trains them all, as the paper's stage does.
+        self.train_groups = set(STAGE_GROUPS[stage] if train_groups is None else train_groups)
+        for arg, names in (("train_groups", self.train_groups), ("group_lr_scale", set(group_lr_scale or {}))):
+            unknown = names - set(STAGE_GROUPS[stage])
+            if unknown:
+                raise ValueError(f"{arg} names {sorted(unknown)}, which stage {stage} does not train "
+                                 f"(it trains {sorted(STAGE_GROUPS[stage])}).")
+        if not self.train_groups:
+            raise ValueError("train_groups is empty: name at least one of the stage's groups.")
         self.group_lr_scale = dict(group_lr_scale or {})
         self.window, self.teacher_forcing = window if stage > 1 else 1, teacher_forcing
         self.rollout_steps, self.rollout_guidance = rollout_steps, rollout_guidance
@@ -181,7 +187,7 @@ class StageTask:
         # A new stream starts from zero-initialised V projections (its additions are identities at first), so at the
         # shared learning rate it can stay nearly silent through a short stage: ``group_lr_scale`` lets it learn
         # faster than the groups it joins, which are already trained.
-        groups = module.model.parameter_groups(STAGE_GROUPS[self.stage])
+        groups = module.model.parameter_groups(self.train_groups)
         for group in groups:
             if group["name"] in self.group_lr_scale:
                 group["lr"] = self.config.lr * float(self.group_lr_scale[group["name"]])

@@ -24,8 +24,9 @@ clips = eval_clips("orbit", clips_n, 0, 32, split="val")
 
 
 def orbit(pipe, clip, extrinsics, seed):
-    return pipe.generate(task="orbit", image=clip.reference, already_aligned=True, seed=seed, num_frames=len(clip.frames),
-                         steps=25, guidance=3.0, camera=CameraPath(extrinsics, clip.intrinsics, fps=clip.fps)).frames
+    return pipe.generate(task="orbit", image=clip.reference, already_aligned=True, seed=seed,
+                         num_frames=len(clip.frames), steps=25, guidance=3.0,
+                         camera=CameraPath(extrinsics, clip.intrinsics, fps=clip.fps)).frames
 
 
 print("| model | clip | yaw r | yaw std ratio | reversed path: mean abs diff |")
