@@ -70,7 +70,7 @@ VARIANTS = {
                            config={"stage3": {"steps": 3000}}),
     "camera_lr10": Variant("stage 3 with the camera stream's learning rate 10x the other groups'", ("stage3",),
                            {"stage3": {"group_lr_scale": {"camera": 10}}}, "stage2-export"),
-    # The recipe's model ignores the camera (an orbit sampled along its path reversed differs by 0.4 of 255 per
+    # The recipe's model ignores the camera (an orbit sampled along its path reversed differs by 0.26 of 255 per
     # pixel): 3 in 4 of stage 3's orbit batches continue a segment, whose view the context frames already show, so
     # the camera is needed in about 1 batch in 8. This one starts 3 in 4 orbit batches as inference does.
     "camera_first": Variant("stage 3 with camera_lr10's learning rates and 3 in 4 orbit batches beginning as inference "
