@@ -177,6 +177,10 @@ def test_orbit_branches_change_only_stage_3(tmp_path):
     assert alone.task_args["train_groups"] == ["camera"] and alone.task_args["talk_fraction"] == 0.0
     assert alone.task_args["orbit_first_segment_probability"] == 1.0 and alone.steps < full.steps
     assert VARIANTS["camera_alone"].branch == "stage2-export"
+    (noise,) = variant_configs("camera_noise")  # camera_first and nothing else but the orbit timesteps
+    assert noise.task_args == {**first.task_args, "orbit_timestep_power": 2.0}
+    assert dataclasses.replace(noise, task_args={}) == dataclasses.replace(full, task_args={})
+    assert VARIANTS["camera_noise"].branch == "stage2-export"
 
 
 def test_stage3_long_continues_the_last_stage_3_state_of_a_finished_run(tmp_path):

@@ -14,6 +14,7 @@ from starcaster import load_pipeline
 from starcaster.models.unet import adapter_group
 from starcaster.training import TrainConfig, train
 from starcaster.training.lip_reading import LipReader, lip_features, lip_loss, mouth_window
+from starcaster.training.stages import high_noise_timesteps
 from starcaster.training.tasks import build_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -193,6 +194,43 @@ def test_orbit_batches_take_their_own_first_segment_probability(folder):
         build_task(stage_config(2, orbit_first_segment_probability=1.0), folder, folder / "cache")
 
 
+def test_high_noise_timesteps_lean_high_and_keep_order():
+    t = torch.arange(1000)
+    assert torch.equal(high_noise_timesteps(t, 1000, 1.0), t)  # power 1: the recipe's own timesteps
+    mapped = high_noise_timesteps(t, 1000, 2.0)
+    assert mapped.dtype == t.dtype and int(mapped.min()) >= 0 and int(mapped.max()) <= 999
+    assert bool((mapped[1:] >= mapped[:-1]).all()) and bool((mapped >= t).all())  # monotone, never lower
+    assert float((mapped >= 500).float().mean()) == pytest.approx(0.75, abs=0.01)  # 3 in 4 above T/2, not 1 in 2
+
+
+def test_orbit_timestep_power_moves_only_orbit_timesteps(folder, monkeypatch):
+    """With orbit_timestep_power, orbit batches are noised at the recipe's draw mapped towards high noise; talking
+    batches and validation keep their timesteps."""
+    args = dict(talk_fraction=0.5, first_segment_probability=0.0, lip_loss_from=None)
+    recipe = build_task(stage_config(3, **args), folder, folder / "cache")
+    leaning = build_task(stage_config(3, orbit_timestep_power=2.0, **args), folder, folder / "cache")
+    module = recipe.trainable()
+    seen = []
+    for task in (recipe, leaning):
+        real = task.noise.add_noise
+        monkeypatch.setattr(task.noise, "add_noise", lambda x, n, t, real=real: seen.append(t.clone()) or real(x, n, t))
+    batches = [recipe.batch(step, 0, "cpu") for step in range(12)]
+    for batch in (next(b for b in batches if b["talk"]), next(b for b in batches if not b["talk"])):
+        for training in (True, False):
+            seen.clear()
+            for task in (recipe, leaning):
+                with torch.no_grad():
+                    task.compute_loss(module, dict(batch), torch.Generator().manual_seed(3), training=training)
+            t_recipe, t_leaning = seen[-2], seen[-1]  # the trained segment's (a rollout adds draws before it)
+            if training and not batch["talk"]:
+                assert torch.equal(t_leaning, high_noise_timesteps(t_recipe, 1000, 2.0))
+                assert not torch.equal(t_leaning, t_recipe)
+            else:
+                assert torch.equal(t_leaning, t_recipe)
+    with pytest.raises(ValueError, match="stage 3"):
+        build_task(stage_config(2, orbit_timestep_power=2.0), folder, folder / "cache")
+
+
 def test_stage_3_validation_says_whether_the_camera_steers(folder, tmp_path):
     """The first segment's held-out loss with another clip's cameras: equal to the true cameras' for a model whose
     camera stream is silent (zero V projections, as initialised), different once the stream adds something."""
@@ -205,12 +243,15 @@ def test_stage_3_validation_says_whether_the_camera_steers(folder, tmp_path):
             p.zero_()
     logs = task.validate(module, 0, tmp_path)
     assert logs["heldout_first_segment"] == logs["heldout_first_segment_other_camera"]  # exactly: V is zero
+    assert logs["heldout_first_segment_t800"] == logs["heldout_first_segment_t800_other_camera"]
+    assert logs["heldout_first_segment_t800"] != pytest.approx(logs["heldout_first_segment"], abs=1e-7)  # fixed t
     assert logs["heldout_first_segment"] != pytest.approx(logs["heldout_diffusion"], abs=1e-7)  # other context
     with torch.no_grad():
         for p in camera_v:
             p.normal_(0, 0.5)
     logs = task.validate(module, 0, tmp_path)
     assert abs(logs["heldout_first_segment"] - logs["heldout_first_segment_other_camera"]) > 1e-6
+    assert abs(logs["heldout_first_segment_t800"] - logs["heldout_first_segment_t800_other_camera"]) > 1e-6
 
 
 def test_train_groups_trains_a_subset_of_the_stage_and_freezes_the_rest(folder):

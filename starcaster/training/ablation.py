@@ -17,7 +17,8 @@ finished stage 3 from its last saved state to twice the recipe's steps (its lear
 so the first half is the recipe's own run and the branch adds only the second), and ``camera_lr10`` re-runs stage 3
 from the stage-2 export with the new camera stream learning 10x faster than the groups it joins; ``camera_first``
 adds, to that, 3 in 4 orbit batches that begin as inference does, where only the camera can say the view;
-``camera_alone`` trains the camera stream by itself on such batches (a probe of whether it can learn to steer).
+``camera_alone`` trains the camera stream by itself on such batches (a probe of whether it can learn to steer);
+``camera_noise`` is ``camera_first`` with orbit timesteps leaning to high noise, where the head's layout is decided.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ VARIANTS = {
                             ("stage3",), {"stage3": {"train_groups": ["camera"], "group_lr_scale": {"camera": 10},
                                                      "orbit_first_segment_probability": 1.0, "talk_fraction": 0.0}},
                             "stage2-export", config={"stage3": {"steps": 500, "validate_every": 250}}),
+    # camera_first made the camera audible (loss gap 0.0005 of 0.026) but did not make it steer. With epsilon
+    # prediction at uniform timesteps most orbit batches are at noise levels where x_t already shows the view, so
+    # the loss hardly asks the camera for the layout: this one draws 3 in 4 orbit timesteps above T/2.
+    "camera_noise": Variant("camera_first with orbit timesteps drawn as T u^(1/2) (high noise more often)",
+                            ("stage3",), {"stage3": {"group_lr_scale": {"camera": 10},
+                                                     "orbit_first_segment_probability": 0.75,
+                                                     "orbit_timestep_power": 2.0}}, "stage2-export"),
 }
 LIP_WEIGHT = "lip_weight="  # "lip_weight=0.25": stages 2 and 3 with that lip-loss weight (see lip_weight_variant)
 

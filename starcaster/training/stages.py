@@ -27,7 +27,11 @@ input camera), the portrait banked once with its log-count. In stage 3 that is w
 continued segment can read the view off its context frames, a first one has only the camera to turn the portrait
 by. ``orbit_first_segment_probability`` sets it for orbit batches alone (default: ``first_segment_probability``), and
 validation logs the first segment's held-out loss with the clip's own cameras and with another clip's: a gap of zero
-means the camera stream is not steering.
+means the camera stream is not steering. ``orbit_timestep_power`` p > 1 draws orbit batches' timesteps from
+t = T u^(1/p) instead of T u: with epsilon prediction the loss hardly changes with the layout of the head at low
+noise, where the view is already in x_t, so a camera that must decide the layout is asked for at high noise more
+often (p = 2: 3 in 4 orbit timesteps above T/2 instead of 1 in 2). Validation adds the first
+segment's loss at t = 800, where a steering camera shows most.
 """
 
 from __future__ import annotations
@@ -62,6 +66,13 @@ from .preprocess import load_preprocessed
 from .trainer import step_rng
 
 MODES = {1: "talk", 2: "talk", 3: "orbit"}
+HIGH_NOISE_T = 800  # stage 3 validation's second look at the camera: a noise level where the layout is still open
+
+
+def high_noise_timesteps(t: torch.Tensor, num_train_timesteps: int, power: float) -> torch.Tensor:
+    """Uniform timesteps mapped to T u^(1/power): power > 1 leans towards high noise, order and draws unchanged."""
+    u = (t.double() + 0.5) / num_train_timesteps
+    return (u.pow(1.0 / power) * num_train_timesteps).long().clamp_(0, num_train_timesteps - 1).to(t.dtype)
 
 
 def _split(clips, eval_clips: int, frames: int, stage: int, data):
@@ -96,7 +107,8 @@ class StageTask:
                  lip_loss_weight: float = 1.0, lip_frames: int = 8, lip_window: int | None = None,
                  lip_alpha_weighting: bool = False, talk_fraction: float = 0.0, preset: str = "tiny",
                  data: str | None = None, talk_data: str | None = None, group_lr_scale: dict | None = None,
-                 orbit_first_segment_probability: float | None = None, train_groups: list | None = None):
+                 orbit_first_segment_probability: float | None = None, train_groups: list | None = None,
+                 orbit_timestep_power: float = 1.0):
         if stage not in STAGE_GROUPS:
             raise ValueError(f"stage must be one of {sorted(STAGE_GROUPS)}, got {stage}")
         self.config, self.folder, self.stage = config, Path(pipeline_folder), stage
@@ -118,6 +130,11 @@ class StageTask:
             raise ValueError(f"orbit_first_segment_probability is for stage 3's orbits; stage {stage} has none.")
         self.orbit_first_probability = (self.first_probability if orbit_first_segment_probability is None
                                         else orbit_first_segment_probability)
+        if orbit_timestep_power != 1.0 and stage != 3:
+            raise ValueError(f"orbit_timestep_power is for stage 3's orbits; stage {stage} has none.")
+        if orbit_timestep_power <= 0:
+            raise ValueError(f"orbit_timestep_power must be > 0 (1: uniform), got {orbit_timestep_power}.")
+        self.orbit_timestep_power = float(orbit_timestep_power)
         self.dropout, self.snr_gamma = dropout, snr_gamma
         if talk_fraction and stage != 3:
             raise ValueError(f"talk_fraction mixes talking clips into stage 3's orbits; stage {stage} only talks.")
@@ -268,8 +285,12 @@ class StageTask:
             cond = drop_streams(cond, null, random_drop(B, probabilities, generator))
 
         noise = torch.randn(target.shape, generator=generator, device=generator.device).to(target)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (B,), generator=generator,
-                          device=generator.device).to(target.device)
+        T = self.noise.config.num_train_timesteps
+        t = torch.randint(0, T, (B,), generator=generator, device=generator.device).to(target.device)
+        if training and not batch["talk"] and self.orbit_timestep_power != 1.0:
+            t = high_noise_timesteps(t, T, self.orbit_timestep_power)  # the same draw, mapped: other numbers unchanged
+        if "timestep" in batch:  # validation at one fixed noise level
+            t = torch.full_like(t, int(batch["timestep"]))
         noisy = self.noise.add_noise(target, noise, t)
         x = noisy if context is None else torch.cat([context, noisy], dim=2)
         pred = model_output(module.model, x, t, cond)[:, :, -N:].float()
@@ -313,16 +334,20 @@ class StageTask:
             logs["heldout_first_segment"] = self._heldout(module, self.eval_pool, talk=False, first=True)
             logs["heldout_first_segment_other_camera"] = self._heldout(module, self.eval_pool, talk=False, first=True,
                                                                        camera_shift=1)
+            for shift, key in ((0, ""), (1, "_other_camera")):  # where the head's layout is decided
+                logs[f"heldout_first_segment_t{HIGH_NOISE_T}{key}"] = self._heldout(
+                    module, self.eval_pool, talk=False, first=True, camera_shift=shift, timestep=HIGH_NOISE_T)
         if self.talk_fraction:  # what stage 3 must not forget, on stage 2's held-out clips
             logs["heldout_diffusion_talk"] = self._heldout(module, self.talk_eval_pool, talk=True)
         if self.synthetic:
             self.sample_video(module, Path(folder), step)
         return logs
 
-    def _heldout(self, module, pool, talk: bool, first: bool = False, camera_shift: int = 0) -> float:
+    def _heldout(self, module, pool, talk: bool, first: bool = False, camera_shift: int = 0,
+                 timestep: int | None = None) -> float:
         """Mean held-out loss; ``first``: each clip begins as inference does (the portrait as context), so its view
         comes from the camera alone; ``camera_shift``: clip i gets clip i + shift's cameras (a camera-blind model
-        scores the same with them)."""
+        scores the same with them); ``timestep``: every clip at that noise level instead of its own fixed draw."""
         losses = []
         for i in range(len(pool)):
             batch = {k: v.to(module.model.device) for k, v in pool.take(torch.tensor([i])).items() if k != "frames"}
@@ -330,6 +355,8 @@ class StageTask:
                 batch["cameras"] = pool.take(torch.tensor([(i + camera_shift) % len(pool)]))["cameras"].to(
                     module.model.device)
             batch.update(first_segment=first, step=-1, talk=talk)
+            if timestep is not None:
+                batch["timestep"] = timestep
             generator = torch.Generator(module.model.device).manual_seed(i)
             losses.append(float(self.compute_loss(module, batch, generator, training=False)[0]))
         return sum(losses) / len(losses)
