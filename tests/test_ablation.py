@@ -181,6 +181,9 @@ def test_orbit_branches_change_only_stage_3(tmp_path):
     assert noise.task_args == {**first.task_args, "orbit_timestep_power": 2.0}
     assert dataclasses.replace(noise, task_args={}) == dataclasses.replace(full, task_args={})
     assert VARIANTS["camera_noise"].branch == "stage2-export"
+    (after,) = variant_configs("camera_after")  # camera_alone's task, longer, as a step of its own
+    assert after.task_args == alone.task_args and after.name == "stage3_camera" and after.steps == 5000
+    assert VARIANTS["camera_after"].branch == "stage3-export"
 
 
 def test_stage3_long_continues_the_last_stage_3_state_of_a_finished_run(tmp_path):
@@ -217,3 +220,19 @@ def test_camera_lr10_starts_from_a_finished_stage_2_export(tmp_path):
     (base / "train" / "stage3" / "states").mkdir(parents=True)
     with pytest.raises(ValueError, match="started stage 3"):
         make_branch("camera_lr10", base, tmp_path / "late")
+
+
+def test_camera_after_starts_from_a_finished_stage_3_and_keeps_it_whole(tmp_path):
+    base = fake_base(tmp_path / "base", stage1_done=True)
+    (base / "starcaster" / "config.json").write_text('{"stage": 3}')
+    with pytest.raises(FileNotFoundError, match="has not finished stage 3"):
+        make_branch("camera_after", base, tmp_path / "early")
+    for stage in (2, 3):
+        (base / "train" / f"stage{stage}").mkdir(parents=True, exist_ok=True)
+        (base / "train" / f"stage{stage}" / "done.json").write_text(json.dumps({"steps": 1500}))
+    out = make_branch("camera_after", base, tmp_path / "after")
+    assert json.loads((out / "starcaster" / "config.json").read_text()) == {"stage": 3}
+    configs = {c.name: c for c in recipe_configs("tiny")}
+    assert all(finished(out / "train" / f"stage{k}", configs[f"stage{k}"]) for k in (1, 2, 3))
+    (after,) = variant_configs("camera_after")
+    assert not (out / "train" / after.name).exists()  # its own step, trained next; stage 3's folder untouched

@@ -18,7 +18,8 @@ so the first half is the recipe's own run and the branch adds only the second), 
 from the stage-2 export with the new camera stream learning 10x faster than the groups it joins; ``camera_first``
 adds, to that, 3 in 4 orbit batches that begin as inference does, where only the camera can say the view;
 ``camera_alone`` trains the camera stream by itself on such batches (a probe of whether it can learn to steer);
-``camera_noise`` is ``camera_first`` with orbit timesteps leaning to high noise, where the head's layout is decided.
+``camera_noise`` is ``camera_first`` with orbit timesteps leaning to high noise, where the head's layout is decided;
+``camera_after`` is ``camera_alone`` for 5000 steps as a step of its own (``stage3_camera``) after a finished stage 3.
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ VARIANTS = {
                             ("stage3",), {"stage3": {"group_lr_scale": {"camera": 10},
                                                      "orbit_first_segment_probability": 0.75,
                                                      "orbit_timestep_power": 2.0}}, "stage2-export"),
+    # camera_alone to 5000 steps steered the head (view error -4.8 deg on 10 validation orbits) and stage 3 run on from
+    # it gave part of that back. This one trains the camera alone after a finished stage 3, so the groups it joins
+    # (motion, LoRA, audio) keep the talking they learnt there; a step of its own, so the stage-3 folder stays whole.
+    "camera_after": Variant("camera_alone's settings for 5000 steps after a finished stage 3 (its export frozen)",
+                            ("stage3",), {"stage3": {"train_groups": ["camera"], "group_lr_scale": {"camera": 10},
+                                                     "orbit_first_segment_probability": 1.0, "talk_fraction": 0.0}},
+                            "stage3-export", config={"stage3": {"name": "stage3_camera", "steps": 5000,
+                                                                "validate_every": 500}}),
 }
 LIP_WEIGHT = "lip_weight="  # "lip_weight=0.25": stages 2 and 3 with that lip-loss weight (see lip_weight_variant)
 
@@ -121,8 +130,9 @@ def make_branch(name: str, base: str | Path, out: str | Path, branch_from: str |
 
     ``branch_from`` is the divergence point when ``base`` has moved on: a stage-1 state folder (``no_lip``, default
     ``base/train/stage1/states/step-<branch_state_step>``), a stage-K ``starcaster/`` export (``teacher_forcing``:
-    K = 1, ``camera_lr10``: K = 2; default ``base/starcaster`` with ``base/train/stageK/done.json``, i.e. a base that
-    has not started stage K + 1) or a stage-3 state folder (``stage3_long``, default the finished stage 3's last).
+    K = 1, ``camera_lr10``: K = 2, ``camera_after``: K = 3; default ``base/starcaster`` with
+    ``base/train/stageK/done.json``, i.e. a base that has not started stage K + 1) or a stage-3 state folder
+    (``stage3_long``, default the finished stage 3's last).
     """
     variant, base, out = _variant(name), Path(base), Path(out)
     if (out / "train").exists():
