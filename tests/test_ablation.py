@@ -181,8 +181,11 @@ def test_orbit_branches_change_only_stage_3(tmp_path):
     assert noise.task_args == {**first.task_args, "orbit_timestep_power": 2.0}
     assert dataclasses.replace(noise, task_args={}) == dataclasses.replace(full, task_args={})
     assert VARIANTS["camera_noise"].branch == "stage2-export"
-    (after,) = variant_configs("camera_after")  # camera_alone's task, longer, as a step of its own
+    (after,) = variant_configs("camera_after")  # camera_alone's task, longer: the recipe's step after stage 3
     assert after.task_args == alone.task_args and after.name == "stage3_camera" and after.steps == 5000
+    steps = [c.name for c in recipe_configs("tiny")]
+    assert steps.index("stage3_camera") == steps.index("stage3") + 1 == steps.index("distill") - 1
+    assert after == {c.name: c for c in recipe_configs("tiny")}["stage3_camera"]
     assert VARIANTS["camera_after"].branch == "stage3-export"
 
 
@@ -220,6 +223,22 @@ def test_camera_lr10_starts_from_a_finished_stage_2_export(tmp_path):
     (base / "train" / "stage3" / "states").mkdir(parents=True)
     with pytest.raises(ValueError, match="started stage 3"):
         make_branch("camera_lr10", base, tmp_path / "late")
+
+
+def test_a_shipped_folder_past_the_branch_point_needs_the_saved_export(tmp_path):
+    # A shipped folder keeps done.json but no states: its starcaster/ is the last step's, not the branch point's.
+    base = fake_base(tmp_path / "base", stage1_done=True)
+    for step in ("stage2", "stage3", "stage3_camera"):
+        (base / "train" / step).mkdir(parents=True, exist_ok=True)
+        (base / "train" / step / "done.json").write_text(json.dumps({"steps": 1}))
+    for name, later in (("teacher_forcing", "stage 2"), ("camera_lr10", "stage 3"), ("camera_after", "stage3_camera")):
+        with pytest.raises(ValueError, match=f"has started {later},"):
+            make_branch(name, base, tmp_path / name)
+    saved = tmp_path / "saved_stage3"
+    saved.mkdir()
+    (saved / "config.json").write_text('{"stage": 3}')
+    out = make_branch("camera_after", base, tmp_path / "after", branch_from=saved)
+    assert json.loads((out / "starcaster" / "config.json").read_text()) == {"stage": 3}
 
 
 def test_camera_after_starts_from_a_finished_stage_3_and_keeps_it_whole(tmp_path):

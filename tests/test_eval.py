@@ -4,6 +4,8 @@ Whether the evaluators are good (mouth r >= 0.9 on ground truth, sync far better
 checked by their held-out numbers once trained (`configs/evaluators/`); these tests check the code that uses them.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -163,7 +165,11 @@ def test_missing_evaluators_are_named(tmp_path):
 def test_evaluator_recipe_smoke_runs_and_loads(tmp_path):
     from starcaster.training import run_recipe
 
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "recipe_report.json").write_text('{"stage3": {"steps": 1500}}')  # the model's own steps
     reports = run_recipe("evaluators", tmp_path, max_steps=2, progress=False)
+    merged = json.loads((tmp_path / "train" / "recipe_report.json").read_text())
+    assert merged["stage3"] == {"steps": 1500} and set(reports) <= set(merged)  # added to, not overwritten
     assert {"mouth_r", "pose_mae_deg", "offset_accuracy", "verification_accuracy"} <= set().union(*reports.values())
     loaded = load_evaluators(tmp_path / "evaluators")
     assert set(loaded) == {"sync", "mouth", "pose", "identity"}

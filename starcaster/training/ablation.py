@@ -19,7 +19,8 @@ from the stage-2 export with the new camera stream learning 10x faster than the 
 adds, to that, 3 in 4 orbit batches that begin as inference does, where only the camera can say the view;
 ``camera_alone`` trains the camera stream by itself on such batches (a probe of whether it can learn to steer);
 ``camera_noise`` is ``camera_first`` with orbit timesteps leaning to high noise, where the head's layout is decided;
-``camera_after`` is ``camera_alone`` for 5000 steps as a step of its own (``stage3_camera``) after a finished stage 3.
+``camera_after`` is the tiny recipe's ``stage3_camera`` step (``camera_alone`` for 5000 steps, kept in the recipe
+since session 19) run from a stage-3 export, e.g. to rebuild it on another stage 3.
 """
 
 from __future__ import annotations
@@ -94,13 +95,12 @@ VARIANTS = {
                                                      "orbit_first_segment_probability": 0.75,
                                                      "orbit_timestep_power": 2.0}}, "stage2-export"),
     # camera_alone to 5000 steps steered the head (view error -4.8 deg on 10 validation orbits) and stage 3 run on from
-    # it gave part of that back. This one trains the camera alone after a finished stage 3, so the groups it joins
-    # (motion, LoRA, audio) keep the talking they learnt there; a step of its own, so the stage-3 folder stays whole.
-    "camera_after": Variant("camera_alone's settings for 5000 steps after a finished stage 3 (its export frozen)",
-                            ("stage3",), {"stage3": {"train_groups": ["camera"], "group_lr_scale": {"camera": 10},
-                                                     "orbit_first_segment_probability": 1.0, "talk_fraction": 0.0}},
-                            "stage3-export", config={"stage3": {"name": "stage3_camera", "steps": 5000,
-                                                                "validate_every": 500}}),
+    # it gave part of that back. This one is the recipe's ``stage3_camera`` step (camera_alone's settings for 5000
+    # steps, the camera stream alone) after a finished stage 3, so the groups it joins (motion, LoRA, audio) keep the
+    # talking they learnt there; a step of its own, so the stage-3 folder stays whole.
+    "camera_after": Variant("the recipe's stage3_camera step (the camera stream alone, camera_alone's settings, 5000 "
+                            "steps) after a finished stage 3 (its export frozen)", ("stage3_camera",), {},
+                            "stage3-export"),
 }
 LIP_WEIGHT = "lip_weight="  # "lip_weight=0.25": stages 2 and 3 with that lip-loss weight (see lip_weight_variant)
 
@@ -175,13 +175,25 @@ def _from_export(stage: int, base: Path, train: Path, out: Path, branch_from, re
     export = Path(branch_from) if branch_from else base / "starcaster"
     if not (export / "config.json").is_file() and not any(export.glob("*.safetensors")):
         raise FileNotFoundError(f"no stage-{stage} additions at {export}.")
-    if branch_from is None and (base / "train" / f"stage{stage + 1}" / STATE_DIR).is_dir():
-        raise ValueError(f"{base} has started stage {stage + 1}, so its starcaster/ is no longer stage {stage}'s: "
+    later = _next_step(recipe, f"stage{stage}")
+    if branch_from is None and later and ((base / "train" / later / STATE_DIR).is_dir()
+                                          or (base / "train" / later / DONE_FILE).is_file()):
+        raise ValueError(f"{base} has started {_step_label(later)}, so its starcaster/ is no longer stage {stage}'s: "
                          f"give the saved stage-{stage} export as branch_from.")
     if branch_from is None and not (base / "train" / f"stage{stage}" / DONE_FILE).is_file() and stage > 1:
         raise FileNotFoundError(f"{base} has not finished stage {stage}: its starcaster/ is not stage {stage}'s.")
     shutil.copytree(export, out / "starcaster")
     _mark_done(range(1, stage + 1), base, train, recipe, str(export))
+
+
+def _next_step(recipe: str, name: str) -> str | None:
+    """The recipe step after ``name`` (None for the last): the one that changes ``starcaster/`` next."""
+    names = [c.name for c in recipe_configs(recipe)]
+    return names[names.index(name) + 1] if names.index(name) + 1 < len(names) else None
+
+
+def _step_label(name: str) -> str:
+    return f"stage {name[len('stage'):]}" if name[len("stage"):].isdigit() else name
 
 
 def _continue_stage3(base: Path, train: Path, out: Path, branch_from, recipe: str) -> None:

@@ -43,7 +43,10 @@ def run_recipe(recipe: str, out: str | Path, resume: bool = False, max_steps: in
     for config in configs:
         reports[config.name] = run_config(config, out, resume=resume, max_steps=max_steps, progress=progress)
     (out / "train").mkdir(parents=True, exist_ok=True)
-    (out / "train" / "recipe_report.json").write_text(json.dumps(reports, indent=2, default=str) + "\n")
+    report = out / "train" / "recipe_report.json"
+    # Merged into what is there: `--only` re-runs and the evaluators' recipe share the folder with the other steps.
+    earlier = json.loads(report.read_text()) if report.is_file() else {}
+    report.write_text(json.dumps({**earlier, **reports}, indent=2, default=str) + "\n")
     return reports
 
 
