@@ -185,7 +185,6 @@ def test_orbit_branches_change_only_stage_3(tmp_path):
     assert after.task_args == alone.task_args and after.name == "stage3_camera" and after.steps == 5000
     steps = [c.name for c in recipe_configs("tiny")]
     assert steps.index("stage3_camera") == steps.index("stage3") + 1 == steps.index("distill") - 1
-    assert after == {c.name: c for c in recipe_configs("tiny")}["stage3_camera"]
     assert VARIANTS["camera_after"].branch == "stage3-export"
 
 

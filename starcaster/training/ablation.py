@@ -131,7 +131,7 @@ def make_branch(name: str, base: str | Path, out: str | Path, branch_from: str |
     ``branch_from`` is the divergence point when ``base`` has moved on: a stage-1 state folder (``no_lip``, default
     ``base/train/stage1/states/step-<branch_state_step>``), a stage-K ``starcaster/`` export (``teacher_forcing``:
     K = 1, ``camera_lr10``: K = 2, ``camera_after``: K = 3; default ``base/starcaster`` with
-    ``base/train/stageK/done.json``, i.e. a base that has not started stage K + 1) or a stage-3 state folder
+    ``base/train/stageK/done.json``, i.e. a base that has not started the recipe's next step) or a stage-3 state folder
     (``stage3_long``, default the finished stage 3's last).
     """
     variant, base, out = _variant(name), Path(base), Path(out)
