@@ -160,24 +160,25 @@ def test_shipped_ablation_exports_are_finished_and_match_the_shipped_model(name)
     assert finished(folder / "train" / "stage3", stage3)
 
 
-def test_committed_lip_weight_branch_point_resumes_at_stage_3():
-    """checkpoints/ablations/lip_0.25 is the lip_weight=0.25 branch stopped after stage 2: stage 2 finished there with
-    the variant's own config (so the resume in its README skips to stage 3, and the export is what it says it is),
-    stage 3 not begun, and its export has stage 2's groups in the shipped model's names and shapes."""
+def test_committed_lip_weight_branch_is_its_finished_stage_3():
+    """checkpoints/ablations/lip_0.25 is the lip_weight=0.25 branch after stages 2 and 3: both finished there with the
+    variant's own configs (so its export is what it says it is, and rerunning the branch's command trains nothing),
+    and its export has stage 3's groups, the camera stream included, in the shipped model's names and shapes (so
+    `--ablation camera_after --branch-from` and the recipe's later steps can start from it)."""
     from safetensors import safe_open
 
     from starcaster.presets import REPO_CHECKPOINTS
 
     folder, shipped = REPO_CHECKPOINTS / "ablations" / "lip_0.25", REPO_CHECKPOINTS / "tiny" / "starcaster"
     configs = {c.name: c for c in variant_configs("lip_weight=0.25")}
-    assert configs["stage2"].task_args["lip_loss_weight"] == 0.25
-    assert finished(folder / "train" / "stage2", configs["stage2"])
-    assert json.loads((folder / "train" / "stage2" / "done.json").read_text())["config"] == json.loads(
-        json.dumps(configs["stage2"].to_dict()))  # JSON makes tuples lists
-    assert not finished(folder / "train" / "stage3", configs["stage3"])
+    for stage in ("stage2", "stage3"):
+        assert configs[stage].task_args["lip_loss_weight"] == 0.25
+        assert finished(folder / "train" / stage, configs[stage])
+        assert json.loads((folder / "train" / stage / "done.json").read_text())["config"] == json.loads(
+            json.dumps(configs[stage].to_dict()))  # JSON makes tuples lists
     assert json.loads((folder / "train" / "ablation.json").read_text())["variant"] == "lip_weight=0.25"
     files = sorted(p.name for p in (folder / "starcaster").glob("*.safetensors"))
-    assert files == ["audio.safetensors", "lora.safetensors", "motion.safetensors"]  # no camera before stage 3
+    assert files == sorted(p.name for p in shipped.glob("*.safetensors"))  # camera included after stage 3
     for file in files:
         with safe_open(str(shipped / file), "pt") as ref, safe_open(str(folder / "starcaster" / file), "pt") as got:
             assert {k: got.get_slice(k).get_shape() for k in got.keys()} == {
