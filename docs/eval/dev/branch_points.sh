@@ -31,5 +31,6 @@ for component in vae face_encoder lip_reader unet text_encoder tokenizer evaluat
 done
 restore b73f7a5 checkpoints/ablations/stage1_rerun/starcaster "$F/starcaster"
 git show b73f7a5:checkpoints/ablations/stage1_rerun/train/stage1/done.json > "$F/train/stage1/done.json"
+git show b73f7a5:checkpoints/ablations/stage1_rerun/train/stage1/metrics.jsonl > "$F/train/stage1/metrics.jsonl"
 restore d74e973 checkpoints/ablations/full/starcaster "$runs/full_stage2_export/starcaster"
 echo "stage-1 base: $F; stage-2 export: $runs/full_stage2_export/starcaster"
