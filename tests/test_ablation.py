@@ -7,6 +7,7 @@ import json
 import pytest
 
 from starcaster.training.ablation import (
+    PAPER_LIP_WEIGHT,
     SHARED,
     VARIANTS,
     branch_state_step,
@@ -28,8 +29,9 @@ def test_variants_change_only_the_ablated_setting():
         assert no_lip[name].task_args == {**full[name].task_args, "lip_loss_weight": 0.0}
     teacher = {c.name: c for c in variant_configs("teacher_forcing")}
     assert list(teacher) == ["stage2", "stage3"]
-    for name in teacher:
-        assert teacher[name].task_args == {**full[name].task_args, "teacher_forcing": True}
+    for name in teacher:  # the Tab. 3 rows were trained at the paper's lip weight (the tiny recipe's is 0.25)
+        assert teacher[name].task_args == {**full[name].task_args, "lip_loss_weight": PAPER_LIP_WEIGHT,
+                                           "teacher_forcing": True}
         # same budget, seed and data order: everything outside task_args is the full recipe's
         assert dataclasses.replace(teacher[name], task_args={}) == dataclasses.replace(full[name], task_args={})
     with pytest.raises(ValueError, match="no ablation named 'nope'"):
@@ -43,7 +45,8 @@ def test_lip_weighted_runs_stage_1_lip_loss_as_stages_2_and_3_do_and_branches_li
     lip_args = {k: full["stage2"].task_args[k] for k in ("lip_alpha_weighting", "lip_window")}
     assert full["stage1"].task_args.get("lip_alpha_weighting") is None  # what the variant changes
     assert weighted["stage1"].task_args == {**full["stage1"].task_args, **lip_args}
-    assert {n: weighted[n] for n in ("stage2", "stage3")} == {n: full[n] for n in ("stage2", "stage3")}
+    for name in ("stage2", "stage3"):
+        assert weighted[name] == at_paper_lip_weight(full[name])
     base = fake_base(tmp_path / "base", stage1_step=branch_state_step())
     out = make_branch("lip_weighted", base, tmp_path / "lip_weighted")
     assert (out / "train" / "stage1" / "states" / f"step-{branch_state_step():08d}" / "trainer_state.json").is_file()
@@ -52,7 +55,7 @@ def test_lip_weighted_runs_stage_1_lip_loss_as_stages_2_and_3_do_and_branches_li
 def test_full_and_lip_weight_branches_rerun_stages_2_and_3_with_only_their_change():
     full = {c.name: c for c in recipe_configs("tiny")}
     rerun = {c.name: c for c in variant_configs("full")}
-    assert rerun == {name: full[name] for name in ("stage2", "stage3")}
+    assert rerun == {name: at_paper_lip_weight(full[name]) for name in ("stage2", "stage3")}
     weighted = {c.name: c for c in variant_configs("lip_weight=0.25")}
     assert list(weighted) == ["stage2", "stage3"]
     for name, config in weighted.items():
@@ -131,6 +134,10 @@ def test_teacher_forcing_branch_starts_at_stage_2(tmp_path):
         make_branch("teacher_forcing", base, tmp_path / "tf2")
 
 
+def at_paper_lip_weight(config):
+    return dataclasses.replace(config, task_args={**config.task_args, "lip_loss_weight": PAPER_LIP_WEIGHT})
+
+
 def test_a_variant_runs_only_in_a_branch_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an ablation branch"):
         run_variant("no_lip", tmp_path)
@@ -160,11 +167,11 @@ def test_shipped_ablation_exports_are_finished_and_match_the_shipped_model(name)
     assert finished(folder / "train" / "stage3", stage3)
 
 
-def test_committed_lip_weight_branch_is_its_finished_stage_3():
-    """checkpoints/ablations/lip_0.25 is the lip_weight=0.25 branch after stages 2 and 3: both finished there with the
-    variant's own configs (so its export is what it says it is, and rerunning the branch's command trains nothing),
-    and its export has stage 3's groups, the camera stream included, in the shipped model's names and shapes (so
-    `--ablation camera_after --branch-from` and the recipe's later steps can start from it)."""
+def test_committed_lip_weight_branch_is_its_finished_camera_step():
+    """checkpoints/ablations/lip_0.25 is the lip_weight=0.25 branch after stages 2 and 3 and the recipe's camera step:
+    each finished there with its own config (so its export is what it says it is, and rerunning the branch's command
+    trains nothing), and its export has every group, the camera stream included, in the shipped model's names and
+    shapes (so the recipe's `distill` can make the new shipped folder from it)."""
     from safetensors import safe_open
 
     from starcaster.presets import REPO_CHECKPOINTS
@@ -176,6 +183,10 @@ def test_committed_lip_weight_branch_is_its_finished_stage_3():
         assert finished(folder / "train" / stage, configs[stage])
         assert json.loads((folder / "train" / stage / "done.json").read_text())["config"] == json.loads(
             json.dumps(configs[stage].to_dict()))  # JSON makes tuples lists
+    (camera,) = variant_configs("camera_after")
+    assert finished(folder / "train" / "stage3_camera", camera)
+    assert json.loads((folder / "train" / "stage3_camera" / "done.json").read_text())["config"] == json.loads(
+        json.dumps(camera.to_dict()))
     assert json.loads((folder / "train" / "ablation.json").read_text())["variant"] == "lip_weight=0.25"
     files = sorted(p.name for p in (folder / "starcaster").glob("*.safetensors"))
     assert files == sorted(p.name for p in shipped.glob("*.safetensors"))  # camera included after stage 3
@@ -186,7 +197,7 @@ def test_committed_lip_weight_branch_is_its_finished_stage_3():
 
 
 def test_orbit_branches_change_only_stage_3(tmp_path):
-    full = {c.name: c for c in recipe_configs("tiny")}["stage3"]
+    full = at_paper_lip_weight({c.name: c for c in recipe_configs("tiny")}["stage3"])  # as the probes were trained
     (longer,) = variant_configs("stage3_long")
     assert longer.steps == 2 * full.steps and dataclasses.replace(longer, steps=full.steps) == full
     # constant after warm-up: the continued run's first half is the recipe's own stage 3
@@ -207,7 +218,9 @@ def test_orbit_branches_change_only_stage_3(tmp_path):
     assert dataclasses.replace(noise, task_args={}) == dataclasses.replace(full, task_args={})
     assert VARIANTS["camera_noise"].branch == "stage2-export"
     (after,) = variant_configs("camera_after")  # camera_alone's task, longer: the recipe's step after stage 3
-    assert after.task_args == alone.task_args and after.name == "stage3_camera" and after.steps == 5000
+    # (no talking batches there, so no lip loss to weight: the recipe's step does not set it)
+    assert {**after.task_args, "lip_loss_weight": PAPER_LIP_WEIGHT} == alone.task_args
+    assert after.name == "stage3_camera" and after.steps == 5000
     steps = [c.name for c in recipe_configs("tiny")]
     assert steps.index("stage3_camera") == steps.index("stage3") + 1 == steps.index("distill") - 1
     assert VARIANTS["camera_after"].branch == "stage3-export"
