@@ -10,6 +10,8 @@ weights and the copy-reference baseline score, and a broken model trips it. (The
 is below copy-reference: the shipped model does not yet beat that baseline on orbits; the README says so.)
 """
 
+import json
+
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from starcaster import load_pipeline
 from starcaster.eval.evaluators import load_evaluators
 from starcaster.eval.run import evaluate
 from starcaster.presets import REPO_CHECKPOINTS
+from starcaster.training.config import recipe_configs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,3 +50,18 @@ def test_the_shipped_checkpoint_talks_in_sync_and_follows_an_orbit(shipped):
     print(f"guard: lip r {lip_r:.3f} (floor {LIP_R_FLOOR}), orbit PSNR {psnr:.2f} dB (floor {ORBIT_PSNR_FLOOR})")
     assert lip_r >= LIP_R_FLOOR
     assert psnr >= ORBIT_PSNR_FLOOR
+
+
+def test_the_shipped_folder_was_trained_by_the_recipe_it_ships():
+    """Every step of the tiny recipe finished in ``checkpoints/tiny`` with the config the recipe has now, so
+    ``train --recipe tiny`` reproduces the shipped model and a recipe change that was never trained fails here.
+    (smoke_args only shape capped test runs; the VAE's were added after it trained.)"""
+    train = REPO_CHECKPOINTS / "tiny" / "train"
+    for config in recipe_configs("tiny"):
+        done = train / config.name / "done.json"
+        assert done.is_file(), f"{config.name} has no finished record in {train}"
+        record = json.loads(done.read_text())
+        assert record["steps"] == config.steps, config.name
+        want = json.loads(json.dumps(config.to_dict()))  # JSON makes tuples lists
+        got = {key: value for key, value in record["config"].items() if key != "smoke_args"}
+        assert got == {key: value for key, value in want.items() if key != "smoke_args"}, config.name
