@@ -31,7 +31,9 @@ from .models.reference import ReferenceBank
 
 TASKS = ("portrait", "identity", "orbit")
 # Classifier-free guidance drops the identity and audio streams (empty-prompt identity tokens, zero audio tokens);
-# the reference bank and the camera stream stay on, because they are structure, not content to amplify.
+# the reference bank and the camera stream stay on, because they are structure, not content to amplify. Camera
+# guidance (`cfg_conditions(..., still_camera=...)`, off in the paper's set-up) is the one exception: its
+# unconditional row sees the input camera on every frame, so CFG pushes the view along the path.
 DROPPABLE_STREAMS = ("identity", "audio")
 
 
@@ -167,10 +169,24 @@ def random_drop(batch_size: int, probabilities: dict[str, float], generator: tor
             for stream, p in probabilities.items() if p > 0}
 
 
-def cfg_conditions(conditions: SegmentConditions, unconditional_id: torch.Tensor) -> SegmentConditions:
-    """Rows [unconditional; conditional] for one batched UNet call; the bank serves both halves."""
+def still_camera_tokens(model, camera_tokens: torch.Tensor) -> torch.Tensor:
+    """Camera tokens shaped like ``camera_tokens`` (B, F, T, D) that hold the input camera on every frame: the view
+    the model keeps when no path moves it, and so the unconditional row of camera guidance."""
+    batch, frames = camera_tokens.shape[:2]
+    vector = torch.from_numpy(input_camera_vector()).to(camera_tokens.device, torch.float32)
+    return model.project_camera(vector.expand(batch, frames, -1)).to(camera_tokens)
+
+
+def cfg_conditions(conditions: SegmentConditions, unconditional_id: torch.Tensor,
+                   still_camera: torch.Tensor | None = None) -> SegmentConditions:
+    """Rows [unconditional; conditional] for one batched UNet call; the bank serves both halves.
+
+    ``still_camera`` (`still_camera_tokens`) replaces the unconditional row's camera: camera guidance. Without it
+    both rows see the path, and CFG amplifies identity and audio only."""
     everything = {s: torch.ones(conditions.batch_size, dtype=torch.bool) for s in DROPPABLE_STREAMS}
     null = drop_streams(conditions, unconditional_id, everything)
+    if still_camera is not None and conditions.camera_tokens is not None:
+        null = replace(null, camera_tokens=still_camera)
 
     def both(a, b):
         return None if a is None else torch.cat([a, b])
@@ -215,7 +231,7 @@ def denoise_segment(model, scheduler, noise: torch.Tensor, conditions: SegmentCo
                     steps: int = 25, guidance: float = 3.0, scales: StreamScales = StreamScales(),
                     batch_cfg: bool = True, rebuild_bank: Callable[[], ReferenceBank] | None = None,
                     on_step: Callable[[int, int], None] | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None, guide_camera: bool = False) -> torch.Tensor:
     """Noise (B, C, N, h, w) -> clean latents (B, C, N, h, w), float32.
 
     ``scheduler`` is copied (schedulers keep per-run state), so one instance serves every segment. Latents stay
@@ -223,13 +239,19 @@ def denoise_segment(model, scheduler, noise: torch.Tensor, conditions: SegmentCo
     follow the caller's grad mode. ``rebuild_bank`` (benchmark's naive baseline) re-encodes the reference at every
     step. ``on_step(i, steps)`` runs after each step; raising from it cancels the segment. ``generator`` feeds
     schedulers that add noise between steps (LCMScheduler, the fast sampler's), so a seed fixes the whole video.
+    ``guide_camera`` turns on camera guidance (`cfg_conditions`) when there is CFG and a camera path.
     """
     scheduler = scheduler.__class__.from_config(scheduler.config)
     scheduler.set_timesteps(steps, device=noise.device)
     dtype = next(model.parameters()).dtype
     latents = noise.float() * scheduler.init_noise_sigma
     frames = latents.shape[2]
-    guided = cfg_conditions(conditions, unconditional_id) if guidance != 1.0 else None
+    guided = None
+    if guidance != 1.0:
+        still = None
+        if guide_camera and conditions.camera_tokens is not None:
+            still = still_camera_tokens(model, conditions.camera_tokens)
+        guided = cfg_conditions(conditions, unconditional_id, still)
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     noise_kwargs = {"generator": generator} if generator is not None and takes_generator else {}
     for i, t in enumerate(scheduler.timesteps):

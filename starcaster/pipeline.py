@@ -278,6 +278,7 @@ class STARCasterPipeline(DiffusionPipeline):
                     scales, batch_cfg=options.batch_cfg,
                     rebuild_bank=None if options.cache_reference or plan.reference is None else bank,
                     on_step=lambda i, total: _step_done(progress, cancelled), generator=generator,
+                    guide_camera=cfg.camera_guidance,
                 )
                 previous = latents  # its last n clean latents seed the next segment (paper §3.2)
                 yield Segment(

@@ -34,6 +34,9 @@ class PipelineConfig:
     max_audio_seconds: float = 300.0
     face_embedder: str = "tiny"  # "tiny" (TinyFaceEncoder) or "arcface" (insightface antelopev2)
     fast_steps: int = 2  # the fast sampler (issue #12): a consistency-distilled model, LCMScheduler, no CFG batch
+    # CFG on the camera path too (orbits): the unconditional row sees the input camera on every frame. Not in the
+    # paper, so off by default; the tiny model turns it on (chosen on validation orbits, README).
+    camera_guidance: bool = False
     # Components built when a tiny folder has no trained weights yet (random initialisation, seeded).
     unet: dict = field(default_factory=dict)
     vae: dict = field(default_factory=dict)
@@ -86,6 +89,7 @@ TINY = PipelineConfig(
     audio_encoder="mel",
     face_embedder="tiny",
     steps=25,
+    camera_guidance=True,
     unet=dict(
         sample_size=16,
         in_channels=4,

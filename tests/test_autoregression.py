@@ -1,6 +1,7 @@
 """The sampler parts the trainer shares (autoregression.py): batches, condition dropout, x0, reference planning."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from starcaster.autoregression import (
     predict_x0,
     random_drop,
     segment_conditions,
+    still_camera_tokens,
 )
 from starcaster.loading import SCHEDULER_CONFIG
 
@@ -80,6 +82,43 @@ def test_one_dropout_function_for_cfg_and_training(model):
     assert set(drops) == {"identity", "audio"}
     assert abs(drops["identity"].float().mean() - 0.1) < 0.01 and abs(drops["audio"].float().mean() - 0.3) < 0.01
     assert abs((drops["identity"] & drops["audio"]).float().mean() - 0.03) < 0.01  # independent streams
+
+
+def test_camera_guidance_shows_the_unconditional_row_the_input_camera(model):
+    conditions, _ = conditions_for(model, 3, 4)
+    null = torch.full((1, 5, 32), 7.0)
+    still = still_camera_tokens(model, conditions.camera_tokens)
+    assert still.shape == conditions.camera_tokens.shape
+    assert torch.equal(still, still[:1, :1].expand_as(still))  # one view, every row and frame
+    plain, guided = cfg_conditions(conditions, null), cfg_conditions(conditions, null, still)
+    assert torch.equal(guided.camera_tokens[:3], still) and torch.equal(guided.camera_tokens[3:], conditions.camera_tokens)
+    assert not torch.equal(guided.camera_tokens[:3], plain.camera_tokens[:3])
+    assert torch.equal(guided.id_tokens, plain.id_tokens) and torch.equal(guided.audio_tokens, plain.audio_tokens)
+    without_path = cfg_conditions(replace(conditions, camera_tokens=None), null, still)
+    assert without_path.camera_tokens is None  # a talking segment has no path to guide
+
+
+def test_camera_guidance_changes_a_moving_path_only(model):
+    """Denoising with camera guidance differs from without on a path that moves, and is the same computation when the
+    path holds the input camera (the unconditional row then sees what the conditional one does) or CFG is off."""
+    from starcaster.autoregression import input_camera_vector
+
+    frames = 3
+    conditions, _ = conditions_for(model, 1, frames)
+    null = torch.zeros(1, 5, 32)
+    noise = torch.randn(1, 4, frames, 8, 8, generator=torch.Generator().manual_seed(3))
+    scheduler = DPMSolverMultistepScheduler(**SCHEDULER_CONFIG)
+
+    def sample(conditions, guide, guidance=2.0):
+        return denoise_segment(model, scheduler, noise, conditions, null, None, steps=2, guidance=guidance,
+                               guide_camera=guide)
+
+    with torch.no_grad():
+        assert not torch.allclose(sample(conditions, True), sample(conditions, False), atol=1e-4)
+        assert torch.equal(sample(conditions, True, 1.0), sample(conditions, False, 1.0))
+        held = model.project_camera(torch.from_numpy(input_camera_vector()).expand(1, frames, -1))
+        still = replace(conditions, camera_tokens=held)
+        torch.testing.assert_close(sample(still, True), sample(still, False), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])

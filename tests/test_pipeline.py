@@ -202,6 +202,33 @@ def test_unconditional_row_and_guidance_formula(pipe, monkeypatch):
     assert not torch.allclose(guided, cond, atol=1e-3)
 
 
+def test_camera_guidance_is_a_setting_that_reaches_the_unconditional_row(pipe, monkeypatch):
+    """With ``settings.camera_guidance`` an orbit's unconditional CFG row sees the input camera on every frame (and
+    its conditional row the path); without it both rows see the path. A portrait has no path either way."""
+    from starcaster.autoregression import still_camera_tokens
+
+    cameras = []
+    original = pipe.model.forward
+
+    def forward(x, t, id_tokens, audio_tokens=None, camera_tokens=None, bank=None, scales=None):
+        cameras.append(None if camera_tokens is None else camera_tokens.clone())
+        return original(x, t, id_tokens, audio_tokens, camera_tokens, bank=bank, scales=scales)
+
+    monkeypatch.setattr(pipe.model, "forward", forward)
+
+    def first_rows(task, on):
+        monkeypatch.setattr(pipe.settings, "camera_guidance", on)
+        cameras.clear()
+        run(pipe, task=task, num_frames=8, steps=1, guidance=2.0)
+        return cameras[0]
+
+    uncond, cond = first_rows("orbit", True).chunk(2)
+    assert torch.equal(uncond, still_camera_tokens(pipe.model, cond)) and not torch.equal(uncond, cond)
+    uncond, cond = first_rows("orbit", False).chunk(2)
+    assert torch.equal(uncond, cond)
+    assert first_rows("portrait", True) is None
+
+
 def test_audio_tokens_line_up_with_whole_clip_features(pipe, monkeypatch):
     """The audio is encoded once per clip; segment k's tokens are the windows of frames [kN - n, kN + N) of the
     whole-clip features (context frames before 0 repeat frame 0)."""
@@ -262,6 +289,7 @@ def test_orbit_feeds_each_frame_its_own_camera(pipe, monkeypatch):
     # input (frontal) camera, not from the path's first camera.
     from starcaster.autoregression import input_camera_vector
 
+    monkeypatch.setattr(pipe.settings, "camera_guidance", False)  # which projects the still camera too (tested above)
     seen = []
     original = pipe.model.camera_proj.forward
     monkeypatch.setattr(pipe.model.camera_proj, "forward", lambda cams: (seen.append(cams.clone()), original(cams))[1])
