@@ -67,6 +67,8 @@ def main(argv=None):
     ev = sub.add_parser("eval", help="the synthetic benchmark: models and baselines on held-out identities")
     ev.add_argument("--tasks", default="portrait,identity,orbit")
     ev.add_argument("--clips", type=int, default=20, help="held-out clips per task")
+    ev.add_argument("--first-clip", type=int, default=0,
+                    help="start at this held-out clip: a long run split over sessions (the per-clip values match)")
     ev.add_argument("--segments", type=int, default=2, help="segments of 16 frames per clip (20: the drift test)")
     ev.add_argument("--split", choices=("eval", "val"), default="eval",
                     help="eval: the held-out benchmark (report); val: development identities (for choosing)")
@@ -252,6 +254,8 @@ def _eval(args):
     unknown = set(tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {', '.join(TASKS)}.")
+    if args.first_clip < 0 or args.clips < 1:
+        raise ValueError("--first-clip must be >= 0 and --clips >= 1.")
     rows = dict(_compare_row(entry) for entry in args.compare or [args.preset])
     models = {row: _load(argparse.Namespace(**{**vars(args), "preset": folder})) for row, folder in rows.items()}
     if args.random_row:
@@ -272,9 +276,9 @@ def _eval(args):
         results = evaluate(models, evaluators, tasks, args.clips, args.seed, args.steps or 25,
                            args.guidance if args.guidance is not None else 3.0, args.segments,
                            Path(args.strips) if args.strips else None, progress=lambda *_: bar.update(1),
-                           samplers=samplers, split=args.split)
+                           samplers=samplers, split=args.split, first_clip=args.first_clip)
     bar.close()
     meta = {"command": "python -m starcaster " + " ".join(sys.argv[1:]), "clips": args.clips, "seed": args.seed,
-            "split": args.split}
+            "split": args.split, "first_clip": args.first_clip}
     save(results, args.json, args.markdown, meta)
     print(format_markdown(results))

@@ -131,6 +131,33 @@ def test_runner_gives_baselines_and_models_the_same_clips(tmp_path):
                 assert ci["n"] == len(kept) and (not kept or ci["mean"] == pytest.approx(np.mean(kept)))
 
 
+def test_a_run_split_in_clip_ranges_scores_each_clip_as_one_run_does():
+    """``first_clip`` (eval --first-clip): clip 1 scored alone has clip 1's values and sampler seed in a 2-clip run,
+    so a long benchmark can be run in parts over sessions and joined clip by clip."""
+    evaluators = {"mouth": MouthRegressor(), "pose": PoseRegressor(), "sync": SyncNetwork(),
+                  "identity": __import__("starcaster.conditioning.identity", fromlist=["x"]).TinyFaceEncoder(
+                      embedding_dim=16, block_out_channels=(8, 16), norm_num_groups=4)}
+    for net in evaluators.values():
+        net.eval()
+    seeds = []
+
+    class Noisy:  # a different video per sampler seed, so a wrong seed changes the scores
+        def generate(self, task, image, num_frames, seed, **kwargs):
+            seeds.append(seed)
+            rng = np.random.default_rng(seed)
+            frames = np.clip(image[None].astype(int) + rng.integers(-40, 40, (num_frames, *image.shape)), 0, 255)
+            return type("Video", (), {"frames": frames.astype(np.uint8)})()
+
+    with torch.no_grad():
+        both = evaluate({"m": Noisy()}, evaluators, tasks=("portrait",), clips=2, seed=3, segments=1)
+        second = evaluate({"m": Noisy()}, evaluators, tasks=("portrait",), clips=1, seed=3, segments=1, first_clip=1)
+    assert seeds == [3, 4, 4]
+    for row in ("ground truth", "m"):
+        for name, ci in second[row]["portrait"].items():
+            assert ci["clips"] == both[row]["portrait"][name]["clips"][1:], (row, name)
+    assert second["m"]["portrait"]["pose_std"]["clips"] != both["m"]["portrait"]["pose_std"]["clips"][:1]
+
+
 def test_long_clip_metrics_are_paired_per_clip():
     """A clip whose second half freezes on the reference: the long test's per-clip ratio of late to early head
     motion is 0 and its identity drift is the clip's own last-minus-first segment."""

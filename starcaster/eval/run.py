@@ -25,10 +25,12 @@ TASKS = ("portrait", "identity", "orbit")
 HEAD_PROXY = (np.array([0.0, 0.0, -0.02]), np.array([0.17, 0.22, 0.19]))  # world units: a head-sized ellipsoid
 
 
-def eval_clips(task: str, count: int, seed: int, num_frames: int, size: int = 128, split: str = "eval") -> list:
+def eval_clips(task: str, count: int, seed: int, num_frames: int, size: int = 128, split: str = "eval",
+               first: int = 0) -> list:
+    """Clips ``first .. first + count - 1`` of the split (item i does not depend on how many are drawn)."""
     mode = "orbit" if task == "orbit" else "talk"
-    data = SyntheticTalkingHeads(split, num_frames=num_frames, size=size, mode=mode, seed=seed, length=count)
-    return [data.clip(i) for i in range(count)]
+    data = SyntheticTalkingHeads(split, num_frames=num_frames, size=size, mode=mode, seed=seed, length=first + count)
+    return [data.clip(i) for i in range(first, first + count)]
 
 
 def warp_reference(reference: np.ndarray, extrinsics: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
@@ -106,7 +108,7 @@ def clip_metrics(task: str, frames: np.ndarray, clip, evaluators: dict, features
 
 def evaluate(models: dict, evaluators: dict, tasks=TASKS, clips: int = 20, seed: int = 0, steps: int = 25,
              guidance: float = 3.0, segments: int = 2, strips: Path | None = None, progress=None,
-             samplers: dict | None = None, split: str = "eval") -> dict:
+             samplers: dict | None = None, split: str = "eval", first_clip: int = 0) -> dict:
     """{row: {task: {metric: bootstrap}}} for the baselines and every pipeline in ``models`` (name -> pipeline),
     each sampled with ``samplers[name]``: "quality" (the default), "fast", or ("fast", steps) for the fast sampler
     at other than its default steps. ``split="val"`` draws the clips from the
@@ -115,9 +117,9 @@ def evaluate(models: dict, evaluators: dict, tasks=TASKS, clips: int = 20, seed:
     encoder = MelAudioEncoder()
     results: dict = {}
     for task in tasks:
-        items = eval_clips(task, clips, seed, segments * 16, split=split)
+        items = eval_clips(task, clips, seed, segments * 16, split=split, first=first_clip)
         per_row: dict = {}
-        for index, clip in enumerate(items):
+        for index, clip in enumerate(items, start=first_clip):
             features = None if task == "orbit" else clip_audio_features(encoder, clip.audio, len(clip.frames), clip.fps)
             rows = {"ground truth": clip.frames, "copy reference": np.repeat(clip.reference[None], len(clip.frames), 0)}
             if task == "orbit":
@@ -126,12 +128,12 @@ def evaluate(models: dict, evaluators: dict, tasks=TASKS, clips: int = 20, seed:
                 spec = samplers.get(name, "quality")
                 sampler, fast_steps = (spec, None) if isinstance(spec, str) else spec
                 rows[name] = generate(pipe, task, clip, steps, guidance, seed + index, sampler, fast_steps)
-                if strips is not None and index == 0:
+                if strips is not None and index == first_clip:
                     _strip(strips / f"{task}-{_slug(name)}.png", clip.frames, rows[name])
             for name, frames in rows.items():
                 per_row.setdefault(name, []).append(clip_metrics(task, frames, clip, evaluators, features))
             if progress is not None:
-                progress(task, index + 1, clips)
+                progress(task, index + 1 - first_clip, clips)
         for name, values in per_row.items():
             keys = values[0].keys()
             # Each clip's value is kept beside the interval: rows are sampled on the same clips, so two rows can be
