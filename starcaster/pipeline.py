@@ -132,7 +132,8 @@ class STARCasterPipeline(DiffusionPipeline):
     sample_rate = property(lambda self: self.settings.sample_rate)
     resolution = property(lambda self: self.settings.resolution)
     segment_frames = property(lambda self: self.settings.segment_frames)
-    context_frames = property(lambda self: self.settings.context_frames)
+    # n when sampling: the trained n unless the folder asks for more (PipelineConfig.sampling_context_frames)
+    context_frames = property(lambda self: self.settings.sampling_context_frames or self.settings.context_frames)
     max_audio_seconds = property(lambda self: self.settings.max_audio_seconds)
 
     @property
@@ -246,7 +247,7 @@ class STARCasterPipeline(DiffusionPipeline):
     def _sample(self, inputs: PreparedInputs, task, steps, guidance, seed, scales, parts: _Parts,
                 cancelled=lambda: False) -> Iterator[Segment]:
         cfg = self.settings
-        N, n = cfg.segment_frames, cfg.context_frames
+        N, n = cfg.segment_frames, self.context_frames
         model, options = parts.model, parts.options
         count = num_segments(inputs.num_frames, N)
         generator = torch.Generator("cpu").manual_seed(int(seed))  # noise drawn on CPU: same video on every device

@@ -37,6 +37,9 @@ class PipelineConfig:
     # CFG on the camera path too (orbits): the unconditional row sees the input camera on every frame. Not in the
     # paper, so off by default; the tiny model turns it on (chosen on validation orbits, README).
     camera_guidance: bool = False
+    # n when sampling (None: the trained n above, which training reads). More context than training gave steadies the
+    # head across segment seams on the tiny model (docs/eval/dev/pose_trace_val6.md); not in the paper, so off.
+    sampling_context_frames: int | None = None
     # Components built when a tiny folder has no trained weights yet (random initialisation, seeded).
     unet: dict = field(default_factory=dict)
     vae: dict = field(default_factory=dict)
@@ -45,6 +48,12 @@ class PipelineConfig:
     wav2vec2: dict = field(default_factory=dict)  # Wav2Vec2Config values (audio_encoder "wav2vec2"; empty = base)
     starcaster: dict = field(default_factory=dict)  # STARCasterConfig values (audio/camera tokens, LoRA rank, ...)
     fast_decoder: dict = field(default_factory=dict)  # AutoencoderTiny values of the fast sampler's decoder
+
+    def __post_init__(self):
+        n = self.sampling_context_frames
+        if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= self.segment_frames):
+            raise ValueError(f"sampling_context_frames must be a whole number from 1 to segment_frames "
+                             f"({self.segment_frames}): the last frames of the segment before; got {n!r}.")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

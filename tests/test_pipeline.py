@@ -146,6 +146,28 @@ def test_context_fed_to_the_unet_is_the_previous_segments_last_latents(pipe, mon
     torch.testing.assert_close(segments[0]["context"], portrait_latent.expand(-1, -1, n, -1, -1))
 
 
+def test_sampling_context_frames_widen_the_context_and_leave_training_n(pipe, monkeypatch):
+    """``settings.sampling_context_frames``: the sampler prepends that many of the previous segment's last latents
+    (and the temporal layers see N + that many frames), while ``context_frames``, what training reads, stays."""
+    trained = pipe.settings.context_frames
+    monkeypatch.setattr(pipe.settings, "sampling_context_frames", trained + 2)
+    segments = record_segments(monkeypatch)
+    calls = count_calls(pipe.model, monkeypatch)
+    run(pipe)
+    assert pipe.context_frames == trained + 2 and pipe.settings.context_frames == trained
+    assert calls[0][2] == pipe.segment_frames + trained + 2
+    torch.testing.assert_close(segments[1]["context"], segments[0]["latents"][:, :, -(trained + 2):])
+
+
+@pytest.mark.parametrize("value", [0, 17, 2.5, "4", True])
+def test_sampling_context_frames_outside_one_segment_are_refused(value):
+    from starcaster.presets import PipelineConfig
+
+    with pytest.raises(ValueError, match="sampling_context_frames"):
+        PipelineConfig.from_dict({"preset": "tiny", "sampling_context_frames": value})
+    assert PipelineConfig.from_dict({"preset": "tiny", "sampling_context_frames": 16}).sampling_context_frames == 16
+
+
 def test_bank_per_task_and_segment(pipe, monkeypatch):
     """Portrait/orbit: the portrait banked once with log(1 + n) in segment 0, then portrait + n context frames;
     identity: no bank in segment 0, then the last generated frame + n context frames (one distinct copy each)."""

@@ -3,7 +3,8 @@
 Each setting is a JSON object with optional keys ``guidance`` (default 3.0), ``strengths`` (per-stream scales),
 ``keep_audio`` (the unconditional row keeps the audio, so CFG amplifies the identity stream only) and
 ``mixed_noise`` (a in [0, 1): each segment's starting noise shares a fraction a of its variance across frames, the
-"mixed" noise prior of PYoCo, Ge et al. 2023; every frame's noise stays N(0, 1)):
+"mixed" noise prior of PYoCo, Ge et al. 2023; every frame's noise stays N(0, 1)) and ``context_frames`` (n at
+sampling time; the model was trained with the folder's n):
 
     python docs/eval/dev/guidance_probe.py '[{}, {"guidance": 2.0}, {"keep_audio": true}]' portrait 10 OUT.json
 """
@@ -52,10 +53,13 @@ class Setting:
         if "mixed_noise" in self.setting:  # its own stream of shared noise, seeded by the clip's seed
             shared = torch.Generator().manual_seed(10_000 + kwargs["seed"])
             pipeline.denoise_segment = mixed_noise_denoise_segment(self.setting["mixed_noise"], shared)
+        trained_n = self.pipe.settings.context_frames
+        self.pipe.settings.context_frames = self.setting.get("context_frames", trained_n)
         try:
             return self.pipe.generate(strengths=self.setting.get("strengths"), **kwargs)
         finally:
             autoregression.cfg_conditions, pipeline.denoise_segment = paper_cfg_conditions, paper_denoise_segment
+            self.pipe.settings.context_frames = trained_n
 
 
 pipe = load_pipeline("tiny")
