@@ -132,7 +132,7 @@ class STARCasterPipeline(DiffusionPipeline):
     sample_rate = property(lambda self: self.settings.sample_rate)
     resolution = property(lambda self: self.settings.resolution)
     segment_frames = property(lambda self: self.settings.segment_frames)
-    # n when sampling: the trained n unless the folder asks for more (PipelineConfig.sampling_context_frames)
+    # n when sampling: the trained n unless the folder sets another (PipelineConfig.sampling_context_frames)
     context_frames = property(lambda self: self.settings.sampling_context_frames or self.settings.context_frames)
     max_audio_seconds = property(lambda self: self.settings.max_audio_seconds)
 
