@@ -84,6 +84,7 @@ class _Parts:
     scheduler: object
     decoder: torch.nn.Module
     options: SamplerOptions
+    context_frames: int  # n: clean latents of the segment before, prepended to each segment
 
 
 class STARCasterPipeline(DiffusionPipeline):
@@ -132,7 +133,7 @@ class STARCasterPipeline(DiffusionPipeline):
     sample_rate = property(lambda self: self.settings.sample_rate)
     resolution = property(lambda self: self.settings.resolution)
     segment_frames = property(lambda self: self.settings.segment_frames)
-    # n when sampling: the trained n unless the folder sets another (PipelineConfig.sampling_context_frames)
+    # The quality sampler's n: the trained n unless the folder sets another (PipelineConfig.sampling_context_frames)
     context_frames = property(lambda self: self.settings.sampling_context_frames or self.settings.context_frames)
     max_audio_seconds = property(lambda self: self.settings.max_audio_seconds)
 
@@ -232,22 +233,24 @@ class STARCasterPipeline(DiffusionPipeline):
 
     def _sampler_parts(self, sampler, guidance) -> _Parts:
         if isinstance(sampler, SamplerOptions):
-            return _Parts(self.model, self.scheduler, self.vae, sampler)
+            return _Parts(self.model, self.scheduler, self.vae, sampler, self.context_frames)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")
         if sampler == "quality":
-            return _Parts(self.model, self.scheduler, self.vae, SamplerOptions())
+            return _Parts(self.model, self.scheduler, self.vae, SamplerOptions(), self.context_frames)
         if self.fast_model is None:
             raise ValueError("This checkpoint has no fast sampler: fast_model/ (the distilled model, made by the "
                              "recipe's distill step) is missing. Use sampler='quality'.")
         if guidance is not None and float(guidance) != 1.0:
             raise ValueError(f"The fast sampler has its guidance distilled in; leave guidance out (got {guidance}).")
-        return _Parts(self.fast_model, self.fast_scheduler, self.fast_decoder or self.vae, SamplerOptions())
+        # The student keeps the trained n: it was distilled with it, and each extra frame costs real-time speed.
+        return _Parts(self.fast_model, self.fast_scheduler, self.fast_decoder or self.vae, SamplerOptions(),
+                      self.settings.context_frames)
 
     def _sample(self, inputs: PreparedInputs, task, steps, guidance, seed, scales, parts: _Parts,
                 cancelled=lambda: False) -> Iterator[Segment]:
         cfg = self.settings
-        N, n = cfg.segment_frames, self.context_frames
+        N, n = cfg.segment_frames, parts.context_frames
         model, options = parts.model, parts.options
         count = num_segments(inputs.num_frames, N)
         generator = torch.Generator("cpu").manual_seed(int(seed))  # noise drawn on CPU: same video on every device

@@ -37,8 +37,9 @@ class PipelineConfig:
     # CFG on the camera path too (orbits): the unconditional row sees the input camera on every frame. Not in the
     # paper, so off by default; the tiny model turns it on (chosen on validation orbits, README).
     camera_guidance: bool = False
-    # n when sampling (None: the trained n above, which training reads). More context than training gave steadies the
-    # head across segment seams on the tiny model (docs/eval/dev/pose_trace_val6.md); not in the paper, so off.
+    # n when the quality sampler samples (None: the trained n above, which training and the fast sampler read). More
+    # context than training gave steadies the head across segment seams on the tiny model, which sets 6 (chosen on
+    # validation: docs/eval/dev/pose_trace_val6.md, guidance_val10.md); not in the paper, so off by default.
     sampling_context_frames: int | None = None
     # Components built when a tiny folder has no trained weights yet (random initialisation, seeded).
     unet: dict = field(default_factory=dict)
@@ -99,6 +100,7 @@ TINY = PipelineConfig(
     face_embedder="tiny",
     steps=25,
     camera_guidance=True,
+    sampling_context_frames=6,
     unet=dict(
         sample_size=16,
         in_channels=4,

@@ -57,6 +57,19 @@ def test_fast_sampler_runs_the_student_one_row_per_step_and_the_tiny_decoder(pip
     assert sum(shape[0] for shape in tiny) == 25
 
 
+def test_fast_sampler_keeps_the_trained_context_while_the_quality_sampler_widens_it(pipe, monkeypatch):
+    """The tiny preset samples with 6 context frames (``sampling_context_frames``); the student was distilled with
+    the trained n and its real-time budget pays for every frame, so it keeps that n."""
+    N, trained = pipe.segment_frames, pipe.settings.context_frames
+    assert pipe.context_frames == pipe.settings.sampling_context_frames == 6 != trained
+    student = counted(pipe.fast_model, "forward", monkeypatch)
+    teacher = counted(pipe.model, "forward", monkeypatch)
+    run(pipe, sampler="fast")
+    run(pipe, steps=1)
+    assert {shape[2] for shape in student} == {N + trained}
+    assert {shape[2] for shape in teacher} == {N + 6}
+
+
 def test_fast_sampler_is_seeded_and_refuses_what_does_not_apply(pipe, monkeypatch):
     first, again, other = (np.concatenate([s.frames for s in run(pipe, seed=s, sampler="fast")]) for s in (3, 3, 4))
     assert np.array_equal(first, again) and not np.array_equal(first, other)  # LCM's injected noise is seeded too

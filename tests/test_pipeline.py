@@ -134,11 +134,11 @@ def test_second_segment_uses_the_last_context_frames(pipe, monkeypatch):
 def test_context_fed_to_the_unet_is_the_previous_segments_last_latents(pipe, monkeypatch):
     segments = record_segments(monkeypatch)
     calls = []
+    n = pipe.context_frames
     original_forward = pipe.model.forward
     monkeypatch.setattr(pipe.model, "forward",
-                        lambda x, *a, **k: (calls.append(x[:1, :, :2].clone()), original_forward(x, *a, **k))[1])
+                        lambda x, *a, **k: (calls.append(x[:1, :, :n].clone()), original_forward(x, *a, **k))[1])
     run(pipe)
-    n = pipe.context_frames
     torch.testing.assert_close(segments[1]["context"], segments[0]["latents"][:, :, -n:])
     torch.testing.assert_close(calls[STEPS].float(), segments[0]["latents"][:1, :, -n:])  # first step of segment 2
     # Segment 0's context is the portrait itself.
@@ -192,7 +192,7 @@ def test_bank_per_task_and_segment(pipe, monkeypatch):
     ref, weights = banks[0]
     last = segments[0]["latents"][:, :, -1:]
     torch.testing.assert_close(ref[:, :, :1].float(), last)  # the last generated frame, counted twice (it is also
-    assert torch.allclose(weights, torch.tensor([np.log(2.0), 0.0], dtype=torch.float32))  # the last context frame)
+    assert torch.allclose(weights, torch.tensor([np.log(2.0)] + [0.0] * (n - 1), dtype=torch.float32))  # the last context frame)
 
 
 def test_unconditional_row_and_guidance_formula(pipe, monkeypatch):
