@@ -72,13 +72,17 @@ class SegmentPlan:
 
 
 def plan_segment(task: str, index: int, portrait_latent: torch.Tensor | None, previous: torch.Tensor | None,
-                 context_frames: int) -> SegmentPlan:
+                 context_frames: int, bank_context_frames: int | None = None) -> SegmentPlan:
     """Reference and context of segment ``index`` (paper §3.4, Inference).
 
     portrait / orbit: the reference is the input portrait throughout; segment 0's context is that portrait, later
     segments' the last n latents of the previous segment. identity: segment 0 has neither (ID and audio only, as in
     stage 1); later, the last generated frame is the reference and the last n latents the context, the bank shape
     stage 2 trains with (one reference plus n context frames).
+
+    ``bank_context_frames``: the bank holds only the last that many context frames (None: all n). A sampler that
+    widens the temporal context past the trained n can keep the bank in its trained shape, so that the reference
+    keeps its trained share of the bank's attention.
     """
     n = context_frames
     if task not in TASKS:
@@ -90,7 +94,8 @@ def plan_segment(task: str, index: int, portrait_latent: torch.Tensor | None, pr
     else:
         context = previous[:, :, -n:]
     anchor = portrait_latent if task != "identity" else previous[:, :, -1:]
-    frames = [anchor] + list(context.split(1, dim=2))
+    banked = context if bank_context_frames is None else context[:, :, -bank_context_frames:]
+    frames = [anchor] + list(banked.split(1, dim=2))
     reference, weights = bank_references(frames)
     return SegmentPlan(reference, weights, context)
 

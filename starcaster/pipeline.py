@@ -85,6 +85,7 @@ class _Parts:
     decoder: torch.nn.Module
     options: SamplerOptions
     context_frames: int  # n: clean latents of the segment before, prepended to each segment
+    bank_context_frames: int | None = None  # how many of them the reference bank holds (None: all n)
 
 
 class STARCasterPipeline(DiffusionPipeline):
@@ -233,11 +234,13 @@ class STARCasterPipeline(DiffusionPipeline):
 
     def _sampler_parts(self, sampler, guidance) -> _Parts:
         if isinstance(sampler, SamplerOptions):
-            return _Parts(self.model, self.scheduler, self.vae, sampler, self.context_frames)
+            return _Parts(self.model, self.scheduler, self.vae, sampler, self.context_frames,
+                          self.settings.sampling_bank_context_frames)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")
         if sampler == "quality":
-            return _Parts(self.model, self.scheduler, self.vae, SamplerOptions(), self.context_frames)
+            return _Parts(self.model, self.scheduler, self.vae, SamplerOptions(), self.context_frames,
+                          self.settings.sampling_bank_context_frames)
         if self.fast_model is None:
             raise ValueError("This checkpoint has no fast sampler: fast_model/ (the distilled model, made by the "
                              "recipe's distill step) is missing. Use sampler='quality'.")
@@ -265,7 +268,7 @@ class STARCasterPipeline(DiffusionPipeline):
             for k in range(count):
                 start = k * N
                 valid = min(N, inputs.num_frames - start)
-                plan = plan_segment(task, k, inputs.portrait_latent, previous, n)
+                plan = plan_segment(task, k, inputs.portrait_latent, previous, n, parts.bank_context_frames)
                 first = start - (n if plan.context is not None else 0)
 
                 def bank(plan=plan):

@@ -41,6 +41,9 @@ class PipelineConfig:
     # context than training gave steadies the head across segment seams on the tiny model, which sets 6 (chosen on
     # validation: docs/eval/dev/pose_trace_val6.md, guidance_val10.md); not in the paper, so off by default.
     sampling_context_frames: int | None = None
+    # How many of those context frames the quality sampler's reference bank holds (None: all of them). The bank was
+    # trained as the reference plus `context_frames` frames; a wider bank dilutes the reference's share.
+    sampling_bank_context_frames: int | None = None
     # Components built when a tiny folder has no trained weights yet (random initialisation, seeded).
     unet: dict = field(default_factory=dict)
     vae: dict = field(default_factory=dict)
@@ -51,10 +54,11 @@ class PipelineConfig:
     fast_decoder: dict = field(default_factory=dict)  # AutoencoderTiny values of the fast sampler's decoder
 
     def __post_init__(self):
-        n = self.sampling_context_frames
-        if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= self.segment_frames):
-            raise ValueError(f"sampling_context_frames must be a whole number from 1 to segment_frames "
-                             f"({self.segment_frames}): the last frames of the segment before; got {n!r}.")
+        for name in ("sampling_context_frames", "sampling_bank_context_frames"):
+            n = getattr(self, name)
+            if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= self.segment_frames):
+                raise ValueError(f"{name} must be a whole number from 1 to segment_frames "
+                                 f"({self.segment_frames}): the last frames of the segment before; got {n!r}.")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

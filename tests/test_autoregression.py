@@ -141,6 +141,8 @@ def test_reference_plans_per_task():
     assert torch.equal(first.context, portrait.repeat(1, 1, 2, 1, 1))
     later = plan_segment("orbit", 3, portrait, previous, 2)
     assert torch.equal(later.reference, torch.cat([portrait, previous[:, :, -2:]], 2)) and later.log_weights is None
+    narrow = plan_segment("orbit", 3, portrait, previous, 6, bank_context_frames=2)  # wide context, trained bank
+    assert torch.equal(narrow.context, previous[:, :, -6:]) and torch.equal(narrow.reference, later.reference)
     assert plan_segment("identity", 0, None, None, 2).reference is None
     ident = plan_segment("identity", 1, None, previous, 2)
     assert torch.equal(ident.reference, previous[:, :, [15, 14]])  # last frame (twice) first, then the other

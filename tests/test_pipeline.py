@@ -159,13 +159,27 @@ def test_sampling_context_frames_widen_the_context_and_leave_training_n(pipe, mo
     torch.testing.assert_close(segments[1]["context"], segments[0]["latents"][:, :, -(trained + 2):])
 
 
+def test_sampling_bank_context_frames_keep_the_bank_in_its_trained_shape(pipe, monkeypatch):
+    """``settings.sampling_bank_context_frames``: the temporal layers see the wider context, while the reference
+    bank holds the portrait and only the last that many context latents (all n when unset)."""
+    trained = pipe.settings.context_frames
+    monkeypatch.setattr(pipe.settings, "sampling_context_frames", trained + 2)
+    for bank_frames, references in ((None, 1 + trained + 2), (trained, 1 + trained)):
+        monkeypatch.setattr(pipe.settings, "sampling_bank_context_frames", bank_frames)
+        segments = record_segments(monkeypatch)
+        run(pipe)
+        assert segments[1]["context"].shape[2] == trained + 2
+        assert segments[1]["conditions"].bank.num_references == references
+
+
+@pytest.mark.parametrize("name", ["sampling_context_frames", "sampling_bank_context_frames"])
 @pytest.mark.parametrize("value", [0, 17, 2.5, "4", True])
-def test_sampling_context_frames_outside_one_segment_are_refused(value):
+def test_sampling_context_frames_outside_one_segment_are_refused(name, value):
     from starcaster.presets import PipelineConfig
 
-    with pytest.raises(ValueError, match="sampling_context_frames"):
-        PipelineConfig.from_dict({"preset": "tiny", "sampling_context_frames": value})
-    assert PipelineConfig.from_dict({"preset": "tiny", "sampling_context_frames": 16}).sampling_context_frames == 16
+    with pytest.raises(ValueError, match=name):
+        PipelineConfig.from_dict({"preset": "tiny", name: value})
+    assert getattr(PipelineConfig.from_dict({"preset": "tiny", name: 16}), name) == 16
 
 
 def test_bank_per_task_and_segment(pipe, monkeypatch):
