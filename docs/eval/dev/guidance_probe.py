@@ -3,10 +3,13 @@
 Each setting is a JSON object with optional keys ``guidance`` (default 3.0), ``strengths`` (per-stream scales),
 ``keep_audio`` (the unconditional row keeps the audio, so CFG amplifies the identity stream only) and
 ``mixed_noise`` (a in [0, 1): each segment's starting noise shares a fraction a of its variance across frames, the
-"mixed" noise prior of PYoCo, Ge et al. 2023; every frame's noise stays N(0, 1)) and ``context_frames`` (n at
-sampling time; the model was trained with the folder's n):
+"mixed" noise prior of PYoCo, Ge et al. 2023; every frame's noise stays N(0, 1)), ``context_frames`` (the quality
+sampler's n, ``sampling_context_frames``; default: the folder's) and ``bank_context_frames`` (how many of them the
+reference bank holds, ``sampling_bank_context_frames``; default: the folder's):
 
     python docs/eval/dev/guidance_probe.py '[{}, {"guidance": 2.0}, {"keep_audio": true}]' portrait 10 OUT.json
+
+An optional fifth argument sets the segments of 16 frames per clip (default 2; 20 is the long test).
 """
 import json
 import sys
@@ -53,23 +56,26 @@ class Setting:
         if "mixed_noise" in self.setting:  # its own stream of shared noise, seeded by the clip's seed
             shared = torch.Generator().manual_seed(10_000 + kwargs["seed"])
             pipeline.denoise_segment = mixed_noise_denoise_segment(self.setting["mixed_noise"], shared)
-        trained_n = self.pipe.settings.context_frames
-        self.pipe.settings.context_frames = self.setting.get("context_frames", trained_n)
+        folder = self.pipe.settings
+        saved = folder.sampling_context_frames, folder.sampling_bank_context_frames
+        folder.sampling_context_frames = self.setting.get("context_frames", saved[0])
+        folder.sampling_bank_context_frames = self.setting.get("bank_context_frames", saved[1])
         try:
             return self.pipe.generate(strengths=self.setting.get("strengths"), **kwargs)
         finally:
             autoregression.cfg_conditions, pipeline.denoise_segment = paper_cfg_conditions, paper_denoise_segment
-            self.pipe.settings.context_frames = trained_n
+            folder.sampling_context_frames, folder.sampling_bank_context_frames = saved
 
 
 pipe = load_pipeline("tiny")
 pipe.set_progress_bar_config(disable=True)
 evaluators = load_evaluators(Path("checkpoints/tiny/evaluators"))
 settings, tasks, clips = json.loads(sys.argv[1]), sys.argv[2].split(","), int(sys.argv[3])
+segments = int(sys.argv[5]) if len(sys.argv) > 5 else 2
 with torch.no_grad():
-    results = evaluate({json.dumps(s): Setting(pipe, s) for s in settings}, evaluators, tasks, clips, 0, 25, 3.0, 2,
-                       split="val")
+    results = evaluate({json.dumps(s): Setting(pipe, s) for s in settings}, evaluators, tasks, clips, 0, 25, 3.0,
+                       segments, split="val")
 print(format_markdown(results))
 meta = {"command": "python " + " ".join(repr(a) if " " in a else a for a in sys.argv), "clips": clips, "seed": 0,
-        "split": "val"}
+        "split": "val", "segments": segments}
 json.dump({"meta": meta, "results": results}, open(sys.argv[4], "w"), indent=1)
