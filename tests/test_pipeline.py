@@ -120,8 +120,8 @@ def test_second_segment_uses_the_last_context_frames(pipe, monkeypatch):
     base = run(pipe)
     original = pipeline_module.plan_segment
 
-    def perturbed(task, index, portrait_latent, previous, n):
-        return original(task, index, portrait_latent, None if previous is None else previous + 2.0, n)
+    def perturbed(task, index, portrait_latent, previous, *rest):
+        return original(task, index, portrait_latent, None if previous is None else previous + 2.0, *rest)
 
     monkeypatch.setattr(pipeline_module, "plan_segment", perturbed)
     changed = run(pipe)
