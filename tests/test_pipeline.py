@@ -206,7 +206,7 @@ def test_bank_per_task_and_segment(pipe, monkeypatch):
     ref, weights = banks[0]
     last = segments[0]["latents"][:, :, -1:]
     torch.testing.assert_close(ref[:, :, :1].float(), last)  # the last generated frame, counted twice (it is also
-    # (the last context frame)
+    # the last context frame)
     assert torch.allclose(weights, torch.tensor([np.log(2.0)] + [0.0] * (n - 1), dtype=torch.float32))
 
 
