@@ -42,7 +42,8 @@ class PipelineConfig:
     # validation: docs/eval/dev/pose_trace_val6.md, guidance_val10.md); not in the paper, so off by default.
     sampling_context_frames: int | None = None
     # How many of those context frames the quality sampler's reference bank holds (None: all of them). The bank was
-    # trained as the reference plus `context_frames` frames; a wider bank dilutes the reference's share.
+    # trained as the reference plus `context_frames` frames; a wider bank dilutes the reference's share, and over
+    # long videos the face drifts (the tiny model sets 2: docs/eval/dev/bank2_val_long4.md).
     sampling_bank_context_frames: int | None = None
     # Components built when a tiny folder has no trained weights yet (random initialisation, seeded).
     unet: dict = field(default_factory=dict)
@@ -105,6 +106,7 @@ TINY = PipelineConfig(
     steps=25,
     camera_guidance=True,
     sampling_context_frames=6,
+    sampling_bank_context_frames=2,
     unet=dict(
         sample_size=16,
         in_channels=4,

@@ -58,8 +58,8 @@ def test_fast_sampler_runs_the_student_one_row_per_step_and_the_tiny_decoder(pip
 
 
 def test_fast_sampler_keeps_the_trained_context_while_the_quality_sampler_widens_it(pipe, monkeypatch):
-    """The tiny preset samples with 6 context frames (``sampling_context_frames``); the student was distilled with
-    the trained n and its real-time budget pays for every frame, so it keeps that n."""
+    """The tiny preset samples with 6 context frames (``sampling_context_frames``, 2 of them banked); the student
+    was distilled with the trained n and its real-time budget pays for every frame, so it keeps that n."""
     N, trained = pipe.segment_frames, pipe.settings.context_frames
     assert pipe.context_frames == pipe.settings.sampling_context_frames == 6 != trained
     student = counted(pipe.fast_model, "forward", monkeypatch)

@@ -183,15 +183,16 @@ def test_sampling_context_frames_outside_one_segment_are_refused(name, value):
 
 
 def test_bank_per_task_and_segment(pipe, monkeypatch):
-    """Portrait/orbit: the portrait banked once with log(1 + n) in segment 0, then portrait + n context frames;
-    identity: no bank in segment 0, then the last generated frame + n context frames (one distinct copy each)."""
+    """Portrait/orbit: the portrait banked once with log(1 + k) in segment 0, then portrait + the last k context
+    frames; identity: no bank in segment 0, then the last generated frame + the last k context frames (one distinct
+    copy each). k is ``sampling_bank_context_frames`` where the folder sets it (the tiny one: 2 of 6), else n."""
     banks = []
     original = pipe.model.encode_reference
     monkeypatch.setattr(pipe.model, "encode_reference", lambda ref, ids, log_weights=None: (
         banks.append((ref.clone(), None if log_weights is None else log_weights.clone())),
         original(ref, ids, log_weights))[1])
     segments = record_segments(monkeypatch)
-    n = pipe.context_frames
+    n = pipe.settings.sampling_bank_context_frames or pipe.context_frames
     run(pipe)
     (ref0, w0), (ref1, w1) = banks
     portrait_latent = pipe.encode_image(portrait(pipe))
