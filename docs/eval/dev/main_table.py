@@ -3,7 +3,7 @@
     python docs/eval/dev/main_table.py docs/eval/tiny_25step.json [MODEL_ROW]
 
 MODEL_ROW defaults to "tiny"; the fast column is "MODEL_ROW (fast)" where the JSON has it. The long rows come from
-the long test's own JSON (docs/eval/tiny_long.json) and are kept by hand.
+the long test's own JSON (docs/eval/tiny_long.json; its table: long_table.py) and are kept by hand.
 """
 import json
 import sys
