@@ -56,7 +56,7 @@ def main(argv=None):
                          "(camera_lr10 with 3 in 4 orbit batches beginning as inference does); camera_alone (a "
                          "probe: the camera stream alone on orbit first segments, 500 steps); camera_noise "
                          "(camera_first with orbit timesteps leaning to high noise); camera_after (the recipe's "
-                         "stage3_camera step, camera_alone for 5000 steps, from a stage-3 export)")
+                         "stage3_camera step, camera_alone for 10000 steps, from a stage-3 export)")
     tr.add_argument("--base", help="with --ablation: the full recipe's folder (default checkpoints/tiny)")
     tr.add_argument("--branch-from", help="with --ablation: the saved divergence point when --base has moved on "
                                           "(no_lip, lip_weighted: a stage-1 state folder; stage3_long: a stage-3 state "

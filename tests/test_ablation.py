@@ -193,7 +193,7 @@ def test_orbit_branches_change_only_stage_3(tmp_path):
     (after,) = variant_configs("camera_after")  # camera_alone's task, longer: the recipe's step after stage 3
     # (no talking batches there, so no lip loss to weight: the recipe's step does not set it)
     assert {**after.task_args, "lip_loss_weight": PAPER_LIP_WEIGHT} == alone.task_args
-    assert after.name == "stage3_camera" and after.steps == 5000
+    assert after.name == "stage3_camera" and after.steps == 10000
     steps = [c.name for c in recipe_configs("tiny")]
     assert steps.index("stage3_camera") == steps.index("stage3") + 1 == steps.index("distill") - 1
     assert VARIANTS["camera_after"].branch == "stage3-export"

@@ -20,8 +20,9 @@ from the stage-2 export with the new camera stream learning 10x faster than the 
 adds, to that, 3 in 4 orbit batches that begin as inference does, where only the camera can say the view;
 ``camera_alone`` trains the camera stream by itself on such batches (a probe of whether it can learn to steer);
 ``camera_noise`` is ``camera_first`` with orbit timesteps leaning to high noise, where the head's layout is decided;
-``camera_after`` is the tiny recipe's ``stage3_camera`` step (``camera_alone`` for 5000 steps, kept in the recipe
-since session 19) run from a stage-3 export, e.g. to rebuild it on another stage 3.
+``camera_after`` is the tiny recipe's ``stage3_camera`` step (``camera_alone`` for 10000 steps, kept in the recipe
+since session 19, doubled in session 28) run from a stage-3 export, e.g. to rebuild it on another stage 3; run from an
+export whose camera is already trained, it trains that camera on (how the shipped camera got its second 5000).
 """
 
 from __future__ import annotations
@@ -111,10 +112,10 @@ VARIANTS = {
                                                      "orbit_first_segment_probability": 0.75,
                                                      "orbit_timestep_power": 2.0}}, "stage2-export"),
     # camera_alone to 5000 steps steered the head (view error -4.8 deg on 10 validation orbits) and stage 3 run on from
-    # it gave part of that back. This one is the recipe's ``stage3_camera`` step (camera_alone's settings for 5000
+    # it gave part of that back. This one is the recipe's ``stage3_camera`` step (camera_alone's settings for 10000
     # steps, the camera stream alone) after a finished stage 3, so the groups it joins (motion, LoRA, audio) keep the
     # talking they learnt there; a step of its own, so the stage-3 folder stays whole.
-    "camera_after": Variant("the recipe's stage3_camera step (the camera stream alone, camera_alone's settings, 5000 "
+    "camera_after": Variant("the recipe's stage3_camera step (the camera stream alone, camera_alone's settings, 10000 "
                             "steps) after a finished stage 3 (its export frozen)", ("stage3_camera",), {},
                             "stage3-export"),
 }
