@@ -19,7 +19,8 @@ import torch
 from starcaster import load_pipeline
 from starcaster.eval.evaluators import load_evaluators
 from starcaster.eval.run import evaluate
-from starcaster.presets import REPO_CHECKPOINTS
+from starcaster.loading import quality_scheduler
+from starcaster.presets import PRESETS, REPO_CHECKPOINTS, PipelineConfig
 from starcaster.training.config import recipe_configs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -70,3 +71,15 @@ def test_the_shipped_folder_was_trained_by_the_recipe_it_ships():
         want = json.loads(json.dumps(config.to_dict()))  # JSON makes tuples lists
         got = {key: value for key, value in record["config"].items() if key != "smoke_args"}
         assert got == {key: value for key, value in want.items() if key != "smoke_args"}, config.name
+
+
+def test_the_shipped_settings_and_scheduler_are_what_the_preset_exports():
+    """``checkpoints/tiny``'s sampling settings and scheduler/ are the tiny preset's, so a re-export (and a folder
+    trained from nothing) samples as the shipped one does, and the README's numbers stay the preset's."""
+    folder = REPO_CHECKPOINTS / "tiny"
+    settings = PipelineConfig.from_folder(folder)
+    assert json.loads(settings.to_json()) == json.loads(PRESETS["tiny"].to_json())
+    shipped = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    exported = dict(quality_scheduler(settings).config)
+    assert {k: v for k, v in shipped.items() if not k.startswith("_")} == {
+        k: exported[k] for k in shipped if not k.startswith("_")}

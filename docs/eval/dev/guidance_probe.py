@@ -5,7 +5,9 @@ Each setting is a JSON object with optional keys ``guidance`` (default 3.0), ``s
 ``mixed_noise`` (a in [0, 1): each segment's starting noise shares a fraction a of its variance across frames, the
 "mixed" noise prior of PYoCo, Ge et al. 2023; every frame's noise stays N(0, 1)), ``context_frames`` (the quality
 sampler's n, ``sampling_context_frames``; default: the folder's) and ``bank_context_frames`` (how many of them the
-reference bank holds, ``sampling_bank_context_frames``; default: the folder's):
+reference bank holds, ``sampling_bank_context_frames``; default: the folder's) and ``scheduler`` (overrides of the
+quality sampler's scheduler config, e.g. ``{"use_karras_sigmas": true}``; the same class, rebuilt with
+``from_config``):
 
     python docs/eval/dev/guidance_probe.py '[{}, {"guidance": 2.0}, {"keep_audio": true}]' portrait 10 OUT.json
 
@@ -56,6 +58,10 @@ class Setting:
         if "mixed_noise" in self.setting:  # its own stream of shared noise, seeded by the clip's seed
             shared = torch.Generator().manual_seed(10_000 + kwargs["seed"])
             pipeline.denoise_segment = mixed_noise_denoise_segment(self.setting["mixed_noise"], shared)
+        shipped_scheduler = self.pipe.scheduler
+        if "scheduler" in self.setting:
+            self.pipe.scheduler = type(shipped_scheduler).from_config(shipped_scheduler.config,
+                                                                      **self.setting["scheduler"])
         folder = self.pipe.settings
         saved = folder.sampling_context_frames, folder.sampling_bank_context_frames
         folder.sampling_context_frames = self.setting.get("context_frames", saved[0])
@@ -65,6 +71,7 @@ class Setting:
         finally:
             autoregression.cfg_conditions, pipeline.denoise_segment = paper_cfg_conditions, paper_denoise_segment
             folder.sampling_context_frames, folder.sampling_bank_context_frames = saved
+            self.pipe.scheduler = shipped_scheduler
 
 
 pipe = load_pipeline("tiny")
