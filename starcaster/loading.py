@@ -30,18 +30,6 @@ SCHEDULER_CONFIG = dict(
     prediction_type="epsilon", algorithm_type="dpmsolver++", solver_order=2, steps_offset=1,
 )
 
-
-
-def quality_scheduler(config: PipelineConfig) -> DPMSolverMultistepScheduler:
-    """The quality sampler's scheduler for a folder without ``scheduler/``, and what a stage's export writes there:
-    the paper's DPM-Solver++ with the preset's ``sampling_scheduler`` settings over it."""
-    try:
-        return DPMSolverMultistepScheduler(**(SCHEDULER_CONFIG | config.sampling_scheduler))
-    except (TypeError, ValueError, NotImplementedError) as e:
-        raise ValueError(f"sampling_scheduler {config.sampling_scheduler!r} is not a DPMSolverMultistepScheduler "
-                         f"setting ({e}).") from None
-
-
 _WHAT_BELONGS = {
     "unet": "the Arc2Face UNet (diffusers UNet2DConditionModel: config.json + diffusion_pytorch_model.safetensors)",
     "vae": "the SD-1.5 VAE (diffusers AutoencoderKL)",
@@ -116,7 +104,7 @@ def build_random_pipeline(config: PipelineConfig, seed: int = 0, device: str | t
         fast_model = student_copy(model)
     # Outside the device context: the ID encoder tokenises its prompt into CPU buffers (data-dependent lookups).
     pipe = STARCasterPipeline(
-        model=model, vae=vae, scheduler=quality_scheduler(config),
+        model=model, vae=vae, scheduler=DPMSolverMultistepScheduler(**SCHEDULER_CONFIG),
         id_encoder=Arc2FaceEncoder(text_encoder, tokenizer), face_embedder=face_encoder,
         audio_encoder=audio_encoder, settings=config, trained=False, fast_model=fast_model,
         fast_scheduler=fast_scheduler(), fast_decoder=fast_decoder,
@@ -168,8 +156,8 @@ def _load_folder(folder: Path, config: PipelineConfig) -> STARCasterPipeline:
     motion_adapter = None
     if (folder / "motion_adapter").is_dir():
         motion_adapter = _from_pretrained(MotionAdapter, folder / "motion_adapter")
-    scheduler = quality_scheduler(config)
-    if (folder / "scheduler").is_dir():  # the folder's own scheduler wins (diffusers' layout)
+    scheduler = DPMSolverMultistepScheduler(**SCHEDULER_CONFIG)
+    if (folder / "scheduler").is_dir():
         scheduler = DPMSolverMultistepScheduler.from_pretrained(folder / "scheduler")
 
     if "resolution" not in folder_settings(folder):

@@ -45,12 +45,6 @@ class PipelineConfig:
     # trained as the reference plus `context_frames` frames; a wider bank dilutes the reference's share, and over
     # long videos the face drifts (the tiny model sets 2: docs/eval/dev/bank2_val_long4.md).
     sampling_bank_context_frames: int | None = None
-    # DPM-Solver++ settings over the paper's (loading.SCHEDULER_CONFIG) for the quality sampler, written into the
-    # folder's scheduler/ when a stage exports it. The tiny model samples with the stochastic variant,
-    # {"algorithm_type": "sde-dpmsolver++"}: same 25 steps, a fresh draw of noise at each (seeded), which kept its
-    # faces closer to the portrait on validation clips (docs/eval/dev/scheduler.md). Training's rollouts stay on
-    # the paper's deterministic solver.
-    sampling_scheduler: dict = field(default_factory=dict)
     # Components built when a tiny folder has no trained weights yet (random initialisation, seeded).
     unet: dict = field(default_factory=dict)
     vae: dict = field(default_factory=dict)
@@ -66,9 +60,6 @@ class PipelineConfig:
             if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= self.segment_frames):
                 raise ValueError(f"{name} must be a whole number from 1 to segment_frames "
                                  f"({self.segment_frames}): the last frames of the segment before; got {n!r}.")
-        if not isinstance(self.sampling_scheduler, dict):
-            raise ValueError("sampling_scheduler must be a JSON object of DPMSolverMultistepScheduler settings, "
-                             f"got {self.sampling_scheduler!r}.")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -116,7 +107,6 @@ TINY = PipelineConfig(
     camera_guidance=True,
     sampling_context_frames=6,
     sampling_bank_context_frames=2,
-    sampling_scheduler={"algorithm_type": "sde-dpmsolver++"},
     unet=dict(
         sample_size=16,
         in_channels=4,

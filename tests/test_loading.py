@@ -93,27 +93,6 @@ def test_broken_pipeline_config_is_a_clear_error(saved, tmp_path):
         load_pipeline(folder)
 
 
-def test_the_quality_scheduler_is_the_papers_with_the_presets_settings(saved, tmp_path):
-    pipe, folder = saved
-    assert pipe.scheduler.config.algorithm_type == "sde-dpmsolver++"  # the tiny preset's sampling_scheduler
-    assert json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["algorithm_type"] == (
-        "sde-dpmsolver++")
-    settings = json.loads((folder / PIPELINE_CONFIG_NAME).read_text())
-    # A folder's own scheduler/ wins over the settings (diffusers' layout) ...
-    folder = copy_of(folder, tmp_path)
-    (folder / PIPELINE_CONFIG_NAME).write_text(json.dumps(settings | {"sampling_scheduler": {}}))
-    assert load_pipeline(folder).scheduler.config.algorithm_type == "sde-dpmsolver++"
-    # ... and without one the settings build it: the paper's deterministic DPM-Solver++ when they set nothing.
-    shutil.rmtree(folder / "scheduler")
-    assert load_pipeline(folder).scheduler.config.algorithm_type == "dpmsolver++"
-    (folder / PIPELINE_CONFIG_NAME).write_text(json.dumps(settings | {"sampling_scheduler": {"algorithm_type": "x"}}))
-    with pytest.raises(ValueError, match="sampling_scheduler"):
-        load_pipeline(folder)
-    (folder / PIPELINE_CONFIG_NAME).write_text(json.dumps(settings | {"sampling_scheduler": "sde"}))
-    with pytest.raises(ValueError, match="sampling_scheduler must be a JSON object"):
-        load_pipeline(folder)
-
-
 def test_unknown_preset_or_folder():
     with pytest.raises(FileNotFoundError, match="neither a preset"):
         load_pipeline("/nonexistent/folder")

@@ -55,7 +55,7 @@ from ..autoregression import (
 )
 from ..conditioning.audio import MelAudioEncoder
 from ..conditioning.identity import Arc2FaceEncoder, TinyFaceEncoder
-from ..loading import SCHEDULER_CONFIG, _starcaster_config, quality_scheduler
+from ..loading import SCHEDULER_CONFIG, _starcaster_config
 from ..models import STAGE_GROUPS, STARCasterModel
 from ..pipeline import vae_scale_factor
 from ..presets import PIPELINE_CONFIG_NAME, PRESETS
@@ -323,7 +323,6 @@ class StageTask:
                         reduction="none")
 
     def rollout_scheduler(self):
-        # Self-forcing rolls out with the paper's deterministic solver, whatever the preset samples with.
         return DPMSolverMultistepScheduler(**SCHEDULER_CONFIG)
 
     # -- held-out numbers and export ---------------------------------------------------------------------------------
@@ -374,7 +373,7 @@ class StageTask:
 
         clip = SyntheticTalkingHeads("eval", num_frames=self.N, size=self.settings.resolution, mode=MODES[self.stage],
                                      length=1).clip(0)
-        pipe = STARCasterPipeline(module.model, module.vae, quality_scheduler(self.settings),
+        pipe = STARCasterPipeline(module.model, module.vae, DPMSolverMultistepScheduler(**SCHEDULER_CONFIG),
                                   module.id_encoder, self.face_encoder, MelAudioEncoder(self.settings.sample_rate),
                                   settings=self.settings)
         pipe.set_progress_bar_config(disable=True)
@@ -393,6 +392,6 @@ class StageTask:
         folder = Path(folder)
         groups = set().union(*(STAGE_GROUPS[s] for s in range(1, self.stage + 1)))
         module.model.save_adapters(folder / "starcaster", groups=sorted(groups))
-        quality_scheduler(self.settings).save_pretrained(folder / "scheduler")
+        DPMSolverMultistepScheduler(**SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
         (folder / PIPELINE_CONFIG_NAME).write_text(self.settings.to_json())
         return {"groups": sorted(groups)}
