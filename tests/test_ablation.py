@@ -169,6 +169,30 @@ def test_shipped_ablation_exports_are_finished_and_match_the_shipped_model(name)
     assert finished(folder / "train" / "stage3", stage3)
 
 
+def test_committed_lip_weight_branch_point_resumes_at_stage_3():
+    """checkpoints/ablations/lip_0.1 is the lip_weight=0.1 branch stopped after stage 2: stage 2 finished there with
+    the variant's own config (so the resume in its README skips to stage 3, and the export is what it says it is),
+    stage 3 not begun, and its export holds stage 2's groups in the shipped model's names and shapes."""
+    from safetensors import safe_open
+
+    from starcaster.presets import REPO_CHECKPOINTS
+
+    folder, shipped = REPO_CHECKPOINTS / "ablations" / "lip_0.1", REPO_CHECKPOINTS / "tiny" / "starcaster"
+    configs = {c.name: c for c in variant_configs("lip_weight=0.1")}
+    assert configs["stage2"].task_args["lip_loss_weight"] == 0.1
+    assert finished(folder / "train" / "stage2", configs["stage2"])
+    assert json.loads((folder / "train" / "stage2" / "done.json").read_text())["config"] == json.loads(
+        json.dumps(configs["stage2"].to_dict()))  # JSON makes tuples lists
+    assert not finished(folder / "train" / "stage3", configs["stage3"])
+    assert json.loads((folder / "train" / "ablation.json").read_text())["variant"] == "lip_weight=0.1"
+    files = sorted(p.name for p in (folder / "starcaster").glob("*.safetensors"))
+    assert files == ["audio.safetensors", "lora.safetensors", "motion.safetensors"]  # no camera before stage 3
+    for file in files:
+        with safe_open(str(shipped / file), "pt") as ref, safe_open(str(folder / "starcaster" / file), "pt") as got:
+            assert {k: got.get_slice(k).get_shape() for k in got.keys()} == {
+                k: ref.get_slice(k).get_shape() for k in ref.keys()}, file
+
+
 def test_orbit_branches_change_only_stage_3(tmp_path):
     full = at_paper_lip_weight({c.name: c for c in recipe_configs("tiny")}["stage3"])  # as the probes were trained
     (longer,) = variant_configs("stage3_long")
