@@ -169,24 +169,26 @@ def test_shipped_ablation_exports_are_finished_and_match_the_shipped_model(name)
     assert finished(folder / "train" / "stage3", stage3)
 
 
-def test_committed_lip_weight_branch_point_resumes_at_stage_3():
-    """checkpoints/ablations/lip_0.1 is the lip_weight=0.1 branch stopped after stage 2: stage 2 finished there with
-    the variant's own config (so the resume in its README skips to stage 3, and the export is what it says it is),
-    stage 3 not begun, and its export holds stage 2's groups in the shipped model's names and shapes."""
+def test_committed_lip_weight_branch_point_is_a_finished_stage_3():
+    """checkpoints/ablations/lip_0.1 is the lip_weight=0.1 branch stopped after stage 3: stages 2 and 3 finished
+    there with the variant's own configs (so its export is what it says it is, and `--ablation camera_after` can
+    branch from it), the camera step not begun, and its export holds stage 3's groups in the shipped model's names
+    and shapes."""
     from safetensors import safe_open
 
     from starcaster.presets import REPO_CHECKPOINTS
 
     folder, shipped = REPO_CHECKPOINTS / "ablations" / "lip_0.1", REPO_CHECKPOINTS / "tiny" / "starcaster"
     configs = {c.name: c for c in variant_configs("lip_weight=0.1")}
-    assert configs["stage2"].task_args["lip_loss_weight"] == 0.1
-    assert finished(folder / "train" / "stage2", configs["stage2"])
-    assert json.loads((folder / "train" / "stage2" / "done.json").read_text())["config"] == json.loads(
-        json.dumps(configs["stage2"].to_dict()))  # JSON makes tuples lists
-    assert not finished(folder / "train" / "stage3", configs["stage3"])
+    for stage in ("stage2", "stage3"):
+        assert configs[stage].task_args["lip_loss_weight"] == 0.1
+        assert finished(folder / "train" / stage, configs[stage]), stage
+        assert json.loads((folder / "train" / stage / "done.json").read_text())["config"] == json.loads(
+            json.dumps(configs[stage].to_dict())), stage  # JSON makes tuples lists
+    assert not (folder / "train" / "stage3_camera").exists()
     assert json.loads((folder / "train" / "ablation.json").read_text())["variant"] == "lip_weight=0.1"
     files = sorted(p.name for p in (folder / "starcaster").glob("*.safetensors"))
-    assert files == ["audio.safetensors", "lora.safetensors", "motion.safetensors"]  # no camera before stage 3
+    assert files == ["audio.safetensors", "camera.safetensors", "lora.safetensors", "motion.safetensors"]
     for file in files:
         with safe_open(str(shipped / file), "pt") as ref, safe_open(str(folder / "starcaster" / file), "pt") as got:
             assert {k: got.get_slice(k).get_shape() for k in got.keys()} == {
