@@ -169,11 +169,10 @@ def test_shipped_ablation_exports_are_finished_and_match_the_shipped_model(name)
     assert finished(folder / "train" / "stage3", stage3)
 
 
-def test_committed_lip_weight_branch_point_is_a_finished_stage_3():
-    """checkpoints/ablations/lip_0.1 is the lip_weight=0.1 branch stopped after stage 3: stages 2 and 3 finished
-    there with the variant's own configs (so its export is what it says it is, and `--ablation camera_after` can
-    branch from it), the camera step not begun, and its export holds stage 3's groups in the shipped model's names
-    and shapes."""
+def test_committed_lip_weight_branch_has_finished_its_camera_step():
+    """checkpoints/ablations/lip_0.1 is the lip_weight=0.1 branch through the camera step: stages 2 and 3 finished
+    there with the variant's own configs, then the recipe's `stage3_camera` (from which the candidate's shipped folder
+    is assembled and distilled), and its export holds the groups in the shipped model's names and shapes."""
     from safetensors import safe_open
 
     from starcaster.presets import REPO_CHECKPOINTS
@@ -185,7 +184,10 @@ def test_committed_lip_weight_branch_point_is_a_finished_stage_3():
         assert finished(folder / "train" / stage, configs[stage]), stage
         assert json.loads((folder / "train" / stage / "done.json").read_text())["config"] == json.loads(
             json.dumps(configs[stage].to_dict())), stage  # JSON makes tuples lists
-    assert not (folder / "train" / "stage3_camera").exists()
+    camera = {c.name: c for c in recipe_configs("tiny")}["stage3_camera"]
+    assert finished(folder / "train" / "stage3_camera", camera)
+    assert json.loads((folder / "train" / "stage3_camera" / "done.json").read_text())["config"] == json.loads(
+        json.dumps(camera.to_dict()))
     assert json.loads((folder / "train" / "ablation.json").read_text())["variant"] == "lip_weight=0.1"
     files = sorted(p.name for p in (folder / "starcaster").glob("*.safetensors"))
     assert files == ["audio.safetensors", "camera.safetensors", "lora.safetensors", "motion.safetensors"]
